@@ -1,0 +1,217 @@
+"""Lowering: Derivation -> CodeModel, the plain strings the templates print.
+
+Everything the templates need is decided here: buffer names and shapes, which
+kernel (explicit loops or BLAS ``np.dot``) each layer uses, the formula comment
+of every math line, the initialisation scale. The CodeModel holds only
+strings, ints and bools; templates loop over it and print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from ._version import __version__
+from .codeprint import ScalarCode
+from .derivation import ActivationDerivation, Derivation
+
+#: Layers with at most this many weights use explicit loops; larger ones call
+#: BLAS through np.dot. Measured on the 2-core machine (bench/blas_threshold.py):
+#: below about this size the loop kernels win (no call overhead).
+BLAS_MIN_WEIGHTS = 256
+
+HELPER_SOURCES = {
+    "_softplus": '''
+@numba.njit(cache=True)
+def _softplus(u):
+    """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
+    return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+''',
+    "_sigmoid": '''
+@numba.njit(cache=True)
+def _sigmoid(u):
+    """1 / (1 + exp(-u)), never exponentiating a large positive number."""
+    if u >= 0.0:
+        return 1.0 / (1.0 + math.exp(-u))
+    e = math.exp(u)
+    return e / (1.0 + e)
+''',
+}
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """One elementwise formula: CSE temporaries, the result, which scalars it reads."""
+
+    temps: tuple[tuple[str, str], ...]
+    result: str
+    reads_z: bool
+    reads_a: bool
+    reads_y: bool
+    reads_lse: bool
+
+
+@dataclass(frozen=True)
+class LayerCode:
+    """What the templates print for one dense layer (1-based ``index``)."""
+
+    index: int
+    n_in: int
+    n_out: int
+    prev: str  # name of the layer's input buffer: "X" or "a{index-1}"
+    use_blas: bool
+    activation: Elementwise | None  # None for a row-wise (softmax) output
+    derivative: Elementwise | None  # f' used by the delta recursion (hidden layers)
+    forward_comment: str
+    activation_comment: str
+    derivative_comment: str
+    init_comment: str
+    init_call: str  # e.g. "rng.normal(0.0, 0.8165, size=(3, 2))"
+
+
+@dataclass(frozen=True)
+class CodeModel:
+    """Everything a template needs, as already-printed strings."""
+
+    name: str
+    generator_version: str
+    spec_hash: str
+    spec_toml: str
+    dtype: str  # "float32" | "float64"
+    sizes: tuple[int, ...]
+    layers: tuple[LayerCode, ...]
+    helpers: tuple[str, ...]  # helper function sources
+    rowwise_softmax: bool
+    loss_value: Elementwise
+    loss_comment: str
+    output_delta: Elementwise
+    output_delta_comment: str
+    targets: str  # "any" | "probability" | "distribution"
+    target_tolerance: str
+    optimizer_name: str
+    optimizer_template: str
+    optimizer_hyper: tuple[tuple[str, str], ...]  # (name, Python literal)
+    training: tuple[tuple[str, str], ...]
+    formulas: tuple[tuple[str, str], ...]
+    summary: str
+
+
+def _elementwise(code: ScalarCode) -> Elementwise:
+    return Elementwise(
+        temps=code.temps,
+        result=code.result,
+        reads_z="z" in code.inputs,
+        reads_a="a" in code.inputs,
+        reads_y="y" in code.inputs,
+        reads_lse="lse" in code.inputs,
+    )
+
+
+def _init(act: ActivationDerivation, n_in: int, n_out: int) -> tuple[str, str]:
+    if act.init == "he":
+        std = math.sqrt(2.0 / n_in)
+        return (
+            f"He normal: std = sqrt(2 / n_in) = {std:.6g}",
+            f"rng.normal(0.0, {std!r}, size=({n_out}, {n_in}))",
+        )
+    limit = math.sqrt(6.0 / (n_in + n_out))
+    return (
+        f"Glorot uniform: limit = sqrt(6 / (n_in + n_out)) = {limit:.6g}",
+        f"rng.uniform(-{limit!r}, {limit!r}, size=({n_out}, {n_in}))",
+    )
+
+
+def _py(value: object) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ")"
+    return repr(value)
+
+
+def lower(derivation: Derivation) -> CodeModel:
+    """Decide everything the templates print for ``derivation``."""
+    spec = derivation.spec
+    layers = []
+    helpers: set[str] = set()
+    n_layers = len(derivation.layers)
+    for info in derivation.layers:
+        act = info.activation
+        i = info.index
+        prev = "X" if i == 1 else f"a{i - 1}"
+        derivative = None
+        derivative_comment = ""
+        if not info.is_output:
+            assert act.derivative_code is not None
+            derivative = _elementwise(act.derivative_code)
+            helpers.update(act.derivative_code.helpers)
+            chosen = (
+                act.derivative_a if act.derivative_form == "a" else act.derivative_z
+            )
+            assert chosen is not None
+            derivative_comment = (
+                f"delta{i} = (delta{i + 1} @ W{i + 1}) * f'(z{i}), f' = {chosen.text}"
+            )
+        activation = None
+        if act.forward_code is not None:
+            activation = _elementwise(act.forward_code)
+            helpers.update(act.forward_code.helpers)
+        init_comment, init_call = _init(act, info.n_in, info.n_out)
+        layers.append(
+            LayerCode(
+                index=i,
+                n_in=info.n_in,
+                n_out=info.n_out,
+                prev=prev,
+                use_blas=info.n_in * info.n_out >= BLAS_MIN_WEIGHTS,
+                activation=activation,
+                derivative=derivative,
+                forward_comment=f"z{i} = {prev} @ W{i}.T + b{i}   ({info.n_out} units)",
+                activation_comment=f"a{i} = {act.label}(z{i}) = {act.forward.text}",
+                derivative_comment=derivative_comment,
+                init_comment=init_comment,
+                init_call=init_call,
+            )
+        )
+    loss = derivation.loss
+    helpers.update(loss.value_code.helpers)
+    helpers.update(loss.output_delta_code.helpers)
+    hyper = tuple((k, _py(v)) for k, v in spec.optimizer.hyper)
+    optimizer_template = {
+        "sgd": "optim_sgd.py.jinja",
+        "momentum": "optim_sgd.py.jinja",
+        "nesterov": "optim_sgd.py.jinja",
+        "adam": "optim_adam.py.jinja",
+        "adamw": "optim_adam.py.jinja",
+        "rmsprop": "optim_rmsprop.py.jinja",
+    }[spec.optimizer.name]
+    if spec.optimizer.name == "adamw":
+        hyper = (*hyper, ("decoupled", "True"))
+    elif spec.optimizer.name in ("adam",):
+        hyper = (*hyper, ("decoupled", "False"))
+    arch = "-".join(str(s) for s in spec.sizes)
+    acts = ", ".join(layer.activation.label for layer in spec.layers)
+    return CodeModel(
+        name=spec.name,
+        generator_version=__version__,
+        spec_hash=spec.hash,
+        spec_toml=spec.to_toml(),
+        dtype=spec.dtype,
+        sizes=spec.sizes,
+        layers=tuple(layers),
+        helpers=tuple(HELPER_SOURCES[h].strip() for h in sorted(helpers)),
+        rowwise_softmax=derivation.layers[-1].activation.kind == "softmax",
+        loss_value=_elementwise(loss.value_code),
+        loss_comment=f"l = {loss.value.text}   ({spec.loss.label}, per output element)",
+        output_delta=_elementwise(loss.output_delta_code),
+        output_delta_comment=(
+            f"delta{n_layers} = dL/dz{n_layers} = ({loss.output_delta.text}) / batch_size"
+        ),
+        targets=loss.targets,
+        target_tolerance="1e-4" if spec.dtype == "float32" else "1e-8",
+        optimizer_name=spec.optimizer.name,
+        optimizer_template=optimizer_template,
+        optimizer_hyper=hyper,
+        training=tuple((k, _py(v)) for k, v in vars(spec.training).items()),
+        formulas=tuple((k, json.dumps(v)) for k, v in derivation.formulas().items()),
+        summary=f"{arch} network ({acts}; loss {spec.loss.label}; {spec.dtype})",
+    )

@@ -1,0 +1,613 @@
+"""The derivation engine: SymPy derives every chain-rule expression of a spec.
+
+Input: a validated :class:`~derive.spec.Spec`. Output: a :class:`Derivation`,
+plain frozen data. Each derived item is a :class:`Formula` holding its SymPy
+expression (for explanations) and its printed text, LaTeX and Numba code
+(:class:`ScalarCode`): later stages only read the strings.
+
+What is derived, never typed in:
+
+* each activation's derivative ``f'(z)``, and, where the engine can find and
+  prove one, the same derivative as a function of the output ``a = f(z)``;
+* each loss's gradient ``dl/dy_hat``;
+* the fused output delta ``dL/dz`` of (output activation, loss), in its
+  cheapest proven form, and the loss value in a numerically stable form;
+* the dense layer's backprop rules, from the index form
+  ``z_i = sum_k W_ik a_k + b_i``, checked against the matrix rules the code uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import sympy as sp
+
+from .codeprint import ScalarCode, print_scalar_code
+from .errors import DerivationError
+from .ops import Activation, Loss
+from .simplify import (
+    DERIVATIVE_STRATEGY,
+    LOSS_VALUE_STRATEGY,
+    Sigmoid,
+    Softplus,
+    introduce_sigmoid,
+    introduce_softplus,
+)
+from .spec import Spec
+
+# The scalar symbols every elementwise formula is written in.
+Z = sp.Symbol("z", real=True)
+A = sp.Symbol("a", real=True)
+Y = sp.Symbol("y", real=True)
+Y_HAT = sp.Symbol("y_hat", real=True)
+#: log(sum_k exp(z_k)) of one sample's output row (evaluated max-shifted).
+LSE = sp.Symbol("lse", real=True)
+
+
+@dataclass(frozen=True)
+class Formula:
+    """One derived expression: SymPy form plus its printed text and LaTeX."""
+
+    lhs_text: str
+    lhs_latex: str
+    expr: sp.Expr
+    text: str
+    latex: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.lhs_text} = {self.text}"
+
+    @property
+    def latex_line(self) -> str:
+        return f"{self.lhs_latex} = {self.latex}"
+
+
+def formula(lhs_text: str, lhs_latex: str, expr: sp.Expr) -> Formula:
+    return Formula(lhs_text, lhs_latex, expr, _text(expr), sp.latex(expr))
+
+
+class _TextPrinter(sp.printing.str.StrPrinter):
+    """Plain-text formulas: Piecewise as Python-style conditionals."""
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        *branches, (last, cond) = expr.args
+        text = (
+            self._print(last)
+            if cond is sp.true
+            else f"({self._print(last)} if {self._print(cond)} else nan)"
+        )
+        for e, c in reversed(branches):
+            text = f"({self._print(e)} if {self._print(c)} else {text})"
+        return text
+
+    def _print_Softplus(self, expr: sp.Expr) -> str:
+        return f"softplus({self._print(expr.args[0])})"
+
+    def _print_Sigmoid(self, expr: sp.Expr) -> str:
+        return f"sigmoid({self._print(expr.args[0])})"
+
+
+_TEXT = _TextPrinter({"order": "none"})
+
+
+def _text(expr: sp.Expr) -> str:
+    return _TEXT.doprint(expr)
+
+
+@dataclass(frozen=True)
+class ActivationDerivation:
+    """Everything derived for one activation op (shared by layers that use it)."""
+
+    label: str
+    kind: Literal["elementwise", "softmax"]
+    init: str
+    forward: Formula  # a = f(z)
+    forward_code: ScalarCode | None  # elementwise only
+    derivative_z: Formula | None  # f'(z)
+    derivative_a: Formula | None  # f' in terms of a (None if not found)
+    derivative_code: ScalarCode | None  # the chosen form, for hidden layers
+    derivative_form: Literal["a", "z", "jacobian"]
+    jacobian: Formula | None  # softmax: da_i/dz_j
+
+
+@dataclass(frozen=True)
+class LossDerivation:
+    """The loss, its gradient, and the fused output delta with the output op."""
+
+    label: str
+    reduce: Literal["mean", "sum"]
+    targets: str
+    per_element: Formula  # l(y_hat, y)
+    gradient: Formula  # dl/dy_hat
+    value: Formula  # the form evaluated for the loss value (z or a)
+    value_code: ScalarCode
+    needs_lse: bool  # the value uses the row's log-sum-exp
+    output_delta: Formula  # per sample: dl_sample/dz for one output element
+    output_delta_code: ScalarCode
+    delta_form: str  # which quantities the delta reads, e.g. "a, y"
+
+
+@dataclass(frozen=True)
+class DenseRules:
+    """The dense layer's backprop rules: index form derived, matrix form checked."""
+
+    index_forms: tuple[Formula, ...]
+    matrix_forms: tuple[tuple[str, str, str], ...]  # (name, text, latex)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int  # 1-based
+    n_in: int
+    n_out: int
+    activation: ActivationDerivation
+    is_output: bool
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """The derivation of one spec: per layer, the loss head, and the dense rules."""
+
+    spec: Spec
+    layers: tuple[LayerInfo, ...]
+    loss: LossDerivation
+    dense: DenseRules
+    strategy: str
+
+    def formulas(self) -> dict[str, str]:
+        """Plain-text formulas by name (the generated module's ``FORMULAS``)."""
+        out: dict[str, str] = {}
+        n = len(self.layers)
+        for layer in self.layers:
+            i = layer.index
+            act = layer.activation
+            out[f"z{i}"] = f"z{i} = a{i - 1} @ W{i}.T + b{i}"
+            out[f"a{i}"] = f"a{i} = {act.label}(z{i}) = {act.forward.text}"
+            if not layer.is_output and act.derivative_code is not None:
+                chosen = (
+                    act.derivative_a if act.derivative_form == "a" else act.derivative_z
+                )
+                assert chosen is not None
+                out[f"delta{i}"] = (
+                    f"delta{i} = (delta{i + 1} @ W{i + 1}) * f'(z{i}), "
+                    f"f' = {chosen.text} [{act.derivative_form}-form]"
+                )
+            out[f"grad_W{i}"] = f"grad_W{i} = delta{i}.T @ a{i - 1}"
+            out[f"grad_b{i}"] = f"grad_b{i} = sum over rows of delta{i}"
+        out["loss"] = (
+            f"L = mean over rows of {self.loss.reduce} over outputs of "
+            f"{self.loss.per_element.text}"
+        )
+        out[f"delta{n}"] = (
+            f"delta{n} = dL/dz{n} = ({self.loss.output_delta.text}) / batch_size"
+        )
+        return out
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _eval_points(expr: sp.Expr, points: np.ndarray) -> np.ndarray:
+    fn = sp.lambdify(Z, expr, modules=["math"])
+    out = []
+    for p in points:
+        try:
+            out.append(float(fn(float(p))))
+        except (ValueError, OverflowError, ZeroDivisionError, TypeError):
+            out.append(math.nan)
+    return np.array(out)
+
+
+def _proved_equal(lhs: sp.Expr, rhs: sp.Expr) -> bool:
+    """Symbolic proof that lhs == rhs (as functions of z)."""
+    diff = sp.simplify(lhs - rhs)
+    if diff == 0:
+        return True
+    return sp.simplify(diff.rewrite(sp.exp)) == 0
+
+
+def _branch_output_form(
+    f_branch: sp.Expr, d_branch: sp.Expr, points: np.ndarray
+) -> sp.Expr | None:
+    """d_branch as an expression in a = f_branch, proven symbolically, or None."""
+    if not d_branch.has(Z):
+        return d_branch
+    # 1. Invert the forward where SymPy can: only when z occurs once, since
+    #    solving e.g. a = z sigmoid(z) needs Lambert W and takes SymPy seconds.
+    inverses = []
+    if sum(1 for e in sp.preorder_traversal(f_branch) if e == Z) == 1:
+        try:
+            inverses = sp.solve(sp.Eq(A, f_branch), Z)
+        except (NotImplementedError, ValueError, TypeError):
+            inverses = []
+    candidates = []
+    for inv in inverses[:2]:
+        cand = sp.simplify(d_branch.subs(Z, inv))
+        if not cand.has(Z):
+            candidates.append(cand)
+    # 2. A polynomial ansatz of degree <= 2, fitted at sample points, then
+    #    rounded to exact rationals and proven below.
+    fa = _eval_points(f_branch, points)
+    da = _eval_points(d_branch, points)
+    ok = np.isfinite(fa) & np.isfinite(da)
+    if ok.sum() >= 4:
+        vander = np.vander(fa[ok], 3, increasing=True)
+        coef, *_ = np.linalg.lstsq(vander, da[ok], rcond=None)
+        if np.max(np.abs(vander @ coef - da[ok])) < 1e-9 * max(
+            1.0, np.max(np.abs(da[ok]))
+        ):
+            exact = [sp.nsimplify(round(c, 10), rational=True) for c in coef]
+            candidates.append(sum(c * A**k for k, c in enumerate(exact)))
+    for cand in sorted(candidates, key=sp.count_ops):
+        if _proved_equal(d_branch, cand.subs(A, f_branch)):
+            return sp.factor(cand)
+    return None
+
+
+def _output_form(f: sp.Expr, d: sp.Expr) -> sp.Expr | None:
+    """Express f'(z) = d in terms of a = f(z), per Piecewise branch; None if not found.
+
+    Branch conditions ``z > c`` (or ``>=``) are rewritten as ``a > f(c)``, which
+    is checked on a dense grid including ``c`` itself.
+    """
+    grid = np.concatenate([np.linspace(-4, 4, 81), [-0.3, 0.0, 0.7]])
+    if not isinstance(f, sp.Piecewise) and not isinstance(d, sp.Piecewise):
+        return _branch_output_form(f, d, grid[(grid != 0) | True])
+    if not (isinstance(f, sp.Piecewise) and isinstance(d, sp.Piecewise)):
+        return None
+    if [c for _, c in f.args] != [c for _, c in d.args]:
+        return None
+    branches = []
+    taken = np.zeros_like(grid, dtype=bool)
+    f_fn = sp.lambdify(Z, f, modules=["numpy"])
+    for (fb, cond), (db, _) in zip(f.args, d.args, strict=True):
+        if cond is sp.true:
+            mask = ~taken
+            a_cond = sp.true
+        else:
+            if not (isinstance(cond, sp.core.relational.Relational) and cond.lhs == Z
+                    and cond.rhs.is_number and cond.rel_op in (">", ">=")):  # fmt: skip
+                return None
+            mask = (
+                (grid > float(cond.rhs))
+                if cond.rel_op == ">"
+                else (grid >= float(cond.rhs))
+            )
+            mask &= ~taken
+            threshold = sp.nsimplify(f.subs(Z, cond.rhs))
+            a_cond = A > threshold if cond.rel_op == ">" else A >= threshold
+            # The rewritten condition must select exactly the same points.
+            a_vals = np.array([float(f_fn(float(p))) for p in grid])
+            a_mask = (
+                (a_vals > float(threshold))
+                if cond.rel_op == ">"
+                else (a_vals >= float(threshold))
+            )
+            if not np.array_equal(a_mask & ~taken, mask):
+                return None
+        form = _branch_output_form(fb, db, grid[mask])
+        if form is None:
+            return None
+        branches.append((form, a_cond))
+        taken |= mask
+    return sp.Piecewise(*branches)
+
+
+def _ops_cost(expr: sp.Expr) -> int:
+    return int(sp.count_ops(expr)) + 8 * len(expr.atoms(sp.Function))
+
+
+@functools.lru_cache(maxsize=256)
+def derive_activation(
+    op: Activation, label: str, params: tuple[tuple[str, float], ...] = ()
+) -> ActivationDerivation:
+    """Derive an activation's forward and derivative forms (cached per op).
+
+    ``params`` are the op's parameter values; they enter as exact rationals.
+    """
+    if op.kind == "softmax":
+        return _derive_softmax(op, label)
+    f = op.forward(Z, **_exact(params))
+    if not isinstance(f, sp.Expr) or f.free_symbols - {Z}:
+        raise DerivationError(f"activation {label} must be an expression in x only")
+    d_raw = sp.diff(f, Z)
+    if d_raw.has(sp.Derivative, sp.Subs):
+        raise DerivationError(f"SymPy cannot differentiate activation {label}: {d_raw}")
+    d_z = DERIVATIVE_STRATEGY.apply(d_raw)
+    d_a = _output_form(sp.piecewise_fold(f), sp.piecewise_fold(sp.simplify(d_raw)))
+    if d_a is not None:
+        d_a = DERIVATIVE_STRATEGY.apply(d_a)
+    use_a = d_a is not None and _ops_cost(d_a) <= _ops_cost(d_z)
+    chosen = d_a if use_a else d_z
+    stable_forward = DERIVATIVE_STRATEGY.apply(f)
+    return ActivationDerivation(
+        label=label,
+        kind="elementwise",
+        init=op.init,
+        forward=formula("a", "a", f),
+        forward_code=print_scalar_code(stable_forward),
+        derivative_z=formula("f'(z)", "f'(z)", d_z),
+        derivative_a=formula("f'(a)", "f'(a)", d_a) if d_a is not None else None,
+        derivative_code=print_scalar_code(chosen),
+        derivative_form="a" if use_a else "z",
+        jacobian=None,
+    )
+
+
+def _exact(params: tuple[tuple[str, float], ...]) -> dict[str, sp.Expr]:
+    return {k: sp.nsimplify(v, rational=True) for k, v in params}
+
+
+# Index symbols for the vector (softmax) and dense derivations.
+_i, _j, _k, _p, _q = sp.symbols("i j k p q", integer=True, nonnegative=True)
+_n = sp.Symbol("n", integer=True, positive=True)
+
+
+def _strip_range_conditions(expr: sp.Expr) -> sp.Expr:
+    """Evaluate sums over index ranges; every free index is in range by
+    construction, so Piecewise range guards SymPy adds take their first branch."""
+    for _ in range(6):
+        new = expr.doit()
+        new = new.replace(
+            lambda e: (
+                isinstance(e, sp.Piecewise)
+                and all(
+                    isinstance(c, sp.core.relational.Relational | sp.And)
+                    or c is sp.true
+                    for _, c in e.args
+                )
+            ),  # fmt: skip
+            lambda e: e.args[0][0],
+        )
+        if new == expr:
+            break
+        expr = new
+    return expr
+
+
+def _derive_softmax(op: Activation, label: str) -> ActivationDerivation:
+    zb = sp.IndexedBase("z")
+    ab = sp.IndexedBase("a")
+    a_i = op.forward(zb, _i, _k, _n)
+    jac = _strip_range_conditions(sp.diff(a_i, zb[_j]))
+    denominator = sp.Sum(sp.exp(zb[_k]), (_k, 0, _n - 1))
+    # Rewrite exp(z_m) / S as a_m: the Jacobian in terms of the outputs.
+    s = sp.Symbol("S", positive=True)
+    jac_s = sp.expand(jac.subs(denominator, s))
+    jac_a = jac_s.replace(
+        lambda e: isinstance(e, sp.exp) and isinstance(e.args[0], sp.Indexed),
+        lambda e: ab[e.args[0].indices[0]] * s,
+    )
+    jac_a = sp.simplify(jac_a)
+    if jac_a.has(s) or jac_a.has(zb):
+        raise DerivationError(f"could not express the {label} Jacobian in its outputs")
+    return ActivationDerivation(
+        label=label,
+        kind="softmax",
+        init=op.init,
+        forward=formula("a_i", "a_i", a_i),
+        forward_code=None,
+        derivative_z=None,
+        derivative_a=None,
+        derivative_code=None,
+        derivative_form="jacobian",
+        jacobian=formula("da_i/dz_j", r"\frac{\partial a_i}{\partial z_j}", jac_a),
+    )
+
+
+# ----------------------------------------------------------------------- loss
+
+
+def _contains_stable_helpers(expr: sp.Expr) -> bool:
+    return expr.has(Softplus) or expr.has(Sigmoid) or expr.has(LSE)
+
+
+@functools.lru_cache(maxsize=256)
+def derive_loss(
+    loss: Loss,
+    loss_label: str,
+    loss_params: tuple[tuple[str, float], ...],
+    act: ActivationDerivation,
+    act_op: Activation,
+    act_params: tuple[tuple[str, float], ...],
+    n_out: int,
+) -> LossDerivation:
+    """Derive the loss gradient and the fused output delta for an output op."""
+    per_element = loss.forward(Y_HAT, Y, **_exact(loss_params))
+    gradient = DERIVATIVE_STRATEGY.apply(sp.diff(per_element, Y_HAT))
+    scale = sp.Rational(1, n_out) if loss.reduce == "mean" else sp.Integer(1)
+    if act.kind == "softmax":
+        value, delta = _softmax_head(loss, loss_params, act_op)
+        value_form = value
+        needs_lse = True
+        delta = delta * scale
+    else:
+        f = act_op.forward(Z, **_exact(act_params))
+        composed = per_element.subs(Y_HAT, f)
+        stable_value = LOSS_VALUE_STRATEGY.apply(composed)
+        if _contains_stable_helpers(stable_value):
+            value_form = stable_value  # evaluated from z without overflow
+        else:
+            value_form = DERIVATIVE_STRATEGY.apply(per_element.subs(Y_HAT, A))
+        needs_lse = False
+        # Fused delta: the chain rule done symbolically, two ways; keep the cheaper.
+        delta_z = DERIVATIVE_STRATEGY.apply(sp.diff(composed, Z))
+        candidates = [delta_z]
+        if act.derivative_a is not None:
+            dl_da = sp.diff(per_element, Y_HAT).subs(Y_HAT, A)
+            chained = sp.piecewise_fold(dl_da * act.derivative_a.expr)
+            candidates.append(DERIVATIVE_STRATEGY.apply(sp.factor(sp.cancel(chained))
+                                                        if not chained.has(sp.Piecewise)
+                                                        else chained))  # fmt: skip
+        delta = min(candidates, key=_ops_cost) * scale
+        delta = sp.factor_terms(delta) if not delta.has(sp.Piecewise) else delta
+    value_scaled = value_form * scale
+    reads = ", ".join(str(s) for s in sorted(delta.free_symbols, key=str))
+    return LossDerivation(
+        label=loss_label,
+        reduce=loss.reduce,
+        targets=loss.targets,
+        per_element=formula("l", "l", per_element),
+        gradient=formula("dl/dy_hat", r"\frac{\partial l}{\partial \hat{y}}", gradient),
+        value=formula("l", "l", value_scaled),
+        value_code=print_scalar_code(value_scaled),
+        needs_lse=needs_lse,
+        output_delta=formula("dl/dz", r"\frac{\partial l}{\partial z}", delta),
+        output_delta_code=print_scalar_code(delta),
+        delta_form=reads,
+    )
+
+
+def _softmax_head(
+    loss: Loss, loss_params: tuple[tuple[str, float], ...], act_op: Activation
+) -> tuple[sp.Expr, sp.Expr]:
+    """Loss value per element and the fused delta for a softmax output, derived
+    in index form: L = sum_i l(a_i, y_i), a_i = softmax(z)_i."""
+    zb, yb, ab = sp.IndexedBase("z"), sp.IndexedBase("y"), sp.IndexedBase("a")
+    a_i = act_op.forward(zb, _i, _k, _n)
+    per_element = loss.forward(a_i, yb[_i], **_exact(loss_params))
+    sample_loss = sp.Sum(per_element, (_i, 0, _n - 1))
+    denominator = sp.Sum(sp.exp(zb[_k]), (_k, 0, _n - 1))
+    # Value: log(softmax) = z - log-sum-exp; the LSE is evaluated max-shifted.
+    element = LOSS_VALUE_STRATEGY.apply(per_element)
+    element = sp.expand(element.subs(sp.log(denominator), LSE))
+    if element.has(sp.Sum) or element.has(sp.exp):
+        raise DerivationError(f"no stable form for {loss.name} on {act_op.name}")
+    value = element.subs({zb[_i]: Z, yb[_i]: Y})
+    # Delta: d/dz_j of the whole sample loss.
+    d = _strip_range_conditions(sp.diff(sample_loss, zb[_j]))
+    s = sp.Symbol("S", positive=True)
+    d = sp.expand(sp.expand_log(d, force=True).subs(denominator, s))
+    d = d.replace(
+        lambda e: isinstance(e, sp.exp) and isinstance(e.args[0], sp.Indexed),
+        lambda e: ab[e.args[0].indices[0]] * s,
+    )
+    d = sp.simplify(_strip_range_conditions(sp.expand(d)))
+    if loss.targets == "distribution":
+        # Targets are distributions: sum_i y_i = 1 (checked at the module boundary).
+        d = d.replace(
+            lambda e: (
+                isinstance(e, sp.Sum)
+                and isinstance(e.function, sp.Indexed)
+                and e.function.base == yb
+            ),
+            lambda e: sp.S.One,
+        )
+    d = sp.simplify(d)
+    if d.has(sp.Sum) or d.has(s) or d.has(zb):
+        raise DerivationError(
+            f"could not reduce the {loss.name} delta to elementwise form: {d}"
+        )
+    delta = d.subs({ab[_j]: A, yb[_j]: Y})
+    return value, delta
+
+
+# ---------------------------------------------------------------------- dense
+
+
+@functools.lru_cache(maxsize=1)
+def derive_dense_rules() -> DenseRules:
+    """Derive the dense layer's gradients from ``z_i = sum_k W_ik a_k + b_i``
+    and check them against the matrix rules the generated code uses."""
+    n_in, n_out = sp.symbols("n_in n_out", integer=True, positive=True)
+    W, b, a_prev, delta = (sp.IndexedBase(s) for s in ("W", "b", "a_prev", "delta"))
+    z_i = sp.Sum(W[_i, _k] * a_prev[_k], (_k, 0, n_in - 1)) + b[_i]
+
+    def backprop(target: sp.Expr) -> sp.Expr:
+        # dL/dtarget = sum_i dL/dz_i dz_i/dtarget, with dL/dz_i = delta_i.
+        return _strip_range_conditions(
+            sp.Sum(delta[_i] * sp.diff(z_i, target), (_i, 0, n_out - 1))
+        )
+
+    grad_w = backprop(W[_p, _q])
+    grad_b = backprop(b[_p])
+    grad_a = backprop(a_prev[_q])
+    # The matrix rules, written in index form for the check.
+    expected = {
+        "grad_W": delta[_p]
+        * a_prev[_q],  # grad_W = delta^T a_prev (outer product per sample)
+        "grad_b": delta[_p],  # grad_b = delta (summed over the batch's rows)
+        "grad_a_prev": sp.Sum(W[_i, _q] * delta[_i], (_i, 0, n_out - 1)),  # delta W
+    }
+    derived = {"grad_W": grad_w, "grad_b": grad_b, "grad_a_prev": grad_a}
+    for name, expr in derived.items():
+        if sp.simplify((expr - expected[name]).doit()) != 0:
+            raise DerivationError(
+                f"dense rule {name} derived as {expr}, not {expected[name]}"
+            )
+    index_forms = (
+        formula("z_i", "z_i", z_i),
+        formula("dL/dW_pq", r"\frac{\partial L}{\partial W_{pq}}", grad_w),
+        formula("dL/db_p", r"\frac{\partial L}{\partial b_{p}}", grad_b),
+        formula("dL/da_prev_q", r"\frac{\partial L}{\partial a^{prev}_{q}}", grad_a),
+    )
+    matrix_forms = (
+        ("forward", "Z = A_prev @ W.T + b", r"Z = A_{prev} W^\top + b"),
+        ("delta recursion", "Delta_prev = (Delta @ W) * f'(Z_prev)",
+         r"\Delta_{prev} = (\Delta W) \odot f'(Z_{prev})"),
+        ("weight gradient", "grad_W = Delta.T @ A_prev", r"\nabla_W = \Delta^\top A_{prev}"),
+        ("bias gradient", "grad_b = sum over rows of Delta", r"\nabla_b = \mathbf{1}^\top \Delta"),
+    )  # fmt: skip
+    return DenseRules(index_forms, matrix_forms)
+
+
+# ---------------------------------------------------------------------- entry
+
+
+def derive(spec: Spec) -> Derivation:
+    """Derive every expression the spec's network needs (see module docstring)."""
+    layers = []
+    sizes = spec.sizes
+    for idx, layer in enumerate(spec.layers):
+        op = spec.activation_def(idx)
+        act = derive_activation(op, layer.activation.label, layer.activation.params)
+        layers.append(
+            LayerInfo(
+                idx + 1, sizes[idx], sizes[idx + 1], act, idx == len(spec.layers) - 1
+            )
+        )
+    out_op = spec.activation_def(len(spec.layers) - 1)
+    loss = derive_loss(
+        spec.loss_def(),
+        spec.loss.label,
+        spec.loss.params if spec.loss.expr is None else (),
+        layers[-1].activation,
+        out_op,
+        spec.layers[-1].activation.params
+        if spec.layers[-1].activation.expr is None
+        else (),
+        sizes[-1],
+    )
+    return Derivation(
+        spec=spec,
+        layers=tuple(layers),
+        loss=loss,
+        dense=derive_dense_rules(),
+        strategy=DERIVATIVE_STRATEGY.describe(),
+    )
+
+
+__all__ = [
+    "A",
+    "LSE",
+    "Y",
+    "Y_HAT",
+    "Z",
+    "ActivationDerivation",
+    "DenseRules",
+    "Derivation",
+    "Formula",
+    "LayerInfo",
+    "LossDerivation",
+    "derive",
+    "derive_activation",
+    "derive_dense_rules",
+    "derive_loss",
+    "introduce_sigmoid",
+    "introduce_softplus",
+]

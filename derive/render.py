@@ -1,0 +1,69 @@
+"""Rendering: CodeModel -> Python source, through one strict Jinja environment,
+then formatted with ruff (pinned, so the same spec always gives the same bytes)."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+import jinja2
+
+from .codemodel import CodeModel
+
+
+def templates_dir() -> Path:
+    """The templates: shipped inside the wheel, or the repository's ``templates/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "module.py.jinja").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"derive's templates are missing (looked in {here / 'templates'} and "
+        f"{here.parent / 'templates'}); reinstall derive"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The one Jinja environment: strict undefined, trimmed blocks, no autoescape."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def format_python(source: str) -> str:
+    """Format Python source with ruff (the pinned version)."""
+    from ruff.__main__ import find_ruff_bin
+
+    result = subprocess.run(
+        [
+            find_ruff_bin(),
+            "format",
+            "--no-cache",
+            "--isolated",
+            "--line-length",
+            "88",
+            "-",
+        ],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"ruff could not format the generated module:\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def render_module(model: CodeModel) -> str:
+    """The generated module's source for ``model``."""
+    raw = environment().get_template("module.py.jinja").render(m=model)
+    return format_python(raw)
