@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,14 +40,16 @@ def build(width: int, blas: bool):
         }
     )
     codemodel.BLAS_MIN_WEIGHTS = 0 if blas else 10**12
-    path = os.path.join(os.environ["DERIVE_CACHE_DIR"], f"{spec.name}.py")
-    atomic_write(__import__("pathlib").Path(path), render_module(lower(derive(spec))))
-    return import_path(__import__("pathlib").Path(path))
+    path = Path(os.environ["DERIVE_CACHE_DIR"]) / f"{spec.name}.py"
+    atomic_write(path, render_module(lower(derive(spec))))
+    return import_path(path)
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    print(f"{'width':>6} {'weights/layer':>14} {'loops ms/epoch':>15} {'blas ms/epoch':>14}")
+    print(
+        f"{'width':>6} {'weights/layer':>14} {'loops ms/epoch':>15} {'blas ms/epoch':>14}"
+    )
     for width in (2, 4, 8, 16, 32, 64):
         X = rng.normal(size=(1024, width)).astype(np.float32)
         Y = (rng.uniform(size=(1024, 1)) > 0.5).astype(np.float32)
@@ -55,17 +58,14 @@ def main() -> None:
             module = build(width, blas)
             params = module.init_params(0)
             module.fit(params, X, Y, epochs=1, batch_size=32, lr=0.01)
-            best = min(
-                _timed(lambda m=module, p=params: m.fit(p, X, Y, epochs=5, batch_size=32, lr=0.01))
-                for _ in range(5)
-            )
+            best = min(_timed(module, params, X, Y) for _ in range(5))
             times.append(best / 5 * 1e3)
         print(f"{width:>6} {width * width:>14} {times[0]:>15.3f} {times[1]:>14.3f}")
 
 
-def _timed(fn) -> float:
+def _timed(module, params, X, Y) -> float:
     start = time.perf_counter()
-    fn()
+    module.fit(params, X, Y, epochs=5, batch_size=32, lr=0.01)
     return time.perf_counter() - start
 
 

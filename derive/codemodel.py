@@ -16,9 +16,10 @@ from ._version import __version__
 from .codeprint import ScalarCode
 from .derivation import ActivationDerivation, Derivation
 
-#: Layers with at most this many weights use explicit loops; larger ones call
-#: BLAS through np.dot. Measured on the 2-core machine (bench/blas_threshold.py):
-#: below about this size the loop kernels win (no call overhead).
+#: Layers with fewer weights than this use explicit loops; larger ones call BLAS
+#: through np.dot. Measured with bench/blas_threshold.py (2 cores, float32, batch
+#: 32, ms per 1024-row epoch, loops vs BLAS): 8x8 0.77 vs 0.99, 16x16 2.3 vs 1.7,
+#: 64x64 22 vs 4.2. Loops win up to 64 weights; BLAS from 256.
 BLAS_MIN_WEIGHTS = 256
 
 HELPER_SOURCES = {
