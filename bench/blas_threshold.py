@@ -18,10 +18,7 @@ import numpy as np
 os.environ.setdefault("DERIVE_CACHE_DIR", tempfile.mkdtemp(prefix="derive-bench-"))
 
 import derive.codemodel as codemodel  # noqa: E402
-from derive.codemodel import lower  # noqa: E402
-from derive.derivation import derive  # noqa: E402
-from derive.generate import atomic_write, import_path  # noqa: E402
-from derive.render import render_module  # noqa: E402
+from derive.generate import atomic_write, generate_source, import_path  # noqa: E402
 from derive.spec import spec_from_dict  # noqa: E402
 
 
@@ -41,7 +38,7 @@ def build(width: int, blas: bool):
     )
     codemodel.BLAS_MIN_WEIGHTS = 0 if blas else 10**12
     path = Path(os.environ["DERIVE_CACHE_DIR"]) / f"{spec.name}.py"
-    atomic_write(path, render_module(lower(derive(spec))))
+    atomic_write(path, generate_source(spec))  # lower() reads BLAS_MIN_WEIGHTS now
     return import_path(path)
 
 

@@ -124,24 +124,22 @@ def build(spec: Spec) -> ModuleType:
         atomic_write(path, generate_source(spec))
     if module_name in sys.modules:
         return sys.modules[module_name]
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+    return import_path(path, module_name)
 
 
 def import_path(path: Path, module_name: str | None = None) -> ModuleType:
-    """Import a generated module from a file path (used by tests and the CLI)."""
+    """Import a generated module from a file path (used by build, tests and the CLI).
+
+    A module whose import fails is not left behind in ``sys.modules``.
+    """
     name = module_name or f"derive_file_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
