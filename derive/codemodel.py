@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ._version import __version__
 from .codeprint import ScalarCode
-from .derivation import ActivationDerivation, Derivation
+from .derivation import Z, ActivationDerivation, Derivation
 
 #: Layers with fewer weights than this use explicit loops; larger ones call BLAS
 #: through np.dot. Measured with bench/blas_threshold.py (2 cores, float32, batch
@@ -89,6 +89,8 @@ class CodeModel:
     output_delta: Elementwise
     output_delta_comment: str
     targets: str  # "any" | "probability" | "distribution"
+    task: str  # "binary" | "multiclass" | "regression"
+    threshold: str  # decision threshold of a binary output, as a Python literal
     target_tolerance: str
     optimizer_name: str
     optimizer_template: str
@@ -121,6 +123,24 @@ def _init(act: ActivationDerivation, n_in: int, n_out: int) -> tuple[str, str]:
         f"Glorot uniform: limit = sqrt(6 / (n_in + n_out)) = {limit:.6g}",
         f"rng.uniform(-{limit!r}, {limit!r}, size=({n_out}, {n_in}))",
     )
+
+
+def _task(derivation: Derivation) -> tuple[str, str]:
+    """What kind of predictor the network is, and a binary output's threshold.
+
+    Distribution targets (softmax + cross-entropy) make a multiclass classifier;
+    probability targets (BCE on probabilities or logits) a binary one per output,
+    whose class boundary is the output op at z = 0 (0.5 for a sigmoid, 0.0 for
+    logits); every other loss is a regression.
+    """
+    targets = derivation.loss.targets
+    if targets == "distribution":
+        return "multiclass", "0.5"
+    if targets == "probability":
+        out = derivation.layers[-1].activation.forward.expr
+        at_zero = float(out.subs(Z, 0).evalf())
+        return "binary", repr(at_zero)
+    return "regression", "0.5"
 
 
 def _py(value: object) -> str:
@@ -189,6 +209,7 @@ def lower(derivation: Derivation) -> CodeModel:
         hyper = (*hyper, ("decoupled", "True"))
     elif spec.optimizer.name in ("adam",):
         hyper = (*hyper, ("decoupled", "False"))
+    task, threshold = _task(derivation)
     arch = "-".join(str(s) for s in spec.sizes)
     acts = ", ".join(layer.activation.label for layer in spec.layers)
     return CodeModel(
@@ -208,6 +229,8 @@ def lower(derivation: Derivation) -> CodeModel:
             f"delta{n_layers} = dL/dz{n_layers} = ({loss.output_delta.text}) / batch_size"
         ),
         targets=loss.targets,
+        task=task,
+        threshold=threshold,
         target_tolerance="1e-4" if spec.dtype == "float32" else "1e-8",
         optimizer_name=spec.optimizer.name,
         optimizer_template=optimizer_template,

@@ -25,7 +25,7 @@ import keyword
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +102,40 @@ class Optimizer:
         return float(self.get("lr"))
 
 
+SCHEDULES = ("constant", "step", "cosine")
+
+
 @dataclass(frozen=True)
 class Training:
-    """Defaults for ``fit``.
+    """Defaults for ``fit`` (each can be overridden per call).
 
     epochs: passes over the data. batch_size: rows per mini-batch (the last
     batch of an epoch may be smaller). shuffle: reshuffle rows every epoch.
     seed: seeds the shuffling (and ``init_params`` when the caller gives none).
+    schedule: learning rate per epoch: "constant"; "step" (``lr * gamma **
+    (epoch // step_size)``, torch's StepLR); "cosine" (from lr down to min_lr
+    over the epochs of the fit call, torch's CosineAnnealingLR).
+    clip_norm: if > 0, gradients are rescaled so their global L2 norm is at most
+    this (torch's clip_grad_norm_); 0 turns clipping off.
+    patience: if > 0, stop after this many epochs without the monitored loss
+    (validation loss, else training loss) improving by more than min_delta,
+    and restore the best epoch's parameters; 0 turns early stopping off.
+    validation_split: fraction of rows held out for validation by ``Network.fit``
+    and ``derive fit`` (the last rows after a seeded shuffle); 0 holds none out.
     """
 
     epochs: int = 10
     batch_size: int = 32
     shuffle: bool = True
     seed: int = 0
+    schedule: str = "constant"
+    step_size: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    clip_norm: float = 0.0
+    patience: int = 0
+    min_delta: float = 0.0
+    validation_split: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -390,7 +411,7 @@ def _op_ref(
 
 
 _TOP_KEYS = ["name", "dtype", "input", "layers", "loss", "optimizer", "training"]
-_TRAINING_KEYS = ["epochs", "batch_size", "shuffle", "seed"]
+_TRAINING_KEYS = [f.name for f in fields(Training)]
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
@@ -588,7 +609,7 @@ def _training(raw: Any, problems: _Problems) -> Training:
         return Training()
     _check_keys(raw, _TRAINING_KEYS, "training", problems)
     values: dict[str, Any] = {}
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "step_size"):
         if key in raw:
             v = _positive_int(raw[key], f"training.{key}", problems, key)
             if v is not None:
@@ -600,13 +621,52 @@ def _training(raw: Any, problems: _Problems) -> Training:
             problems.add(
                 "training.shuffle", f"must be true or false, got {raw['shuffle']!r}"
             )
-    if "seed" in raw:
-        if _is_int(raw["seed"]) and raw["seed"] >= 0:
-            values["seed"] = raw["seed"]
+    for key in ("seed", "patience"):
+        if key in raw:
+            if _is_int(raw[key]) and 0 <= raw[key] <= 2**63 - 1:
+                values[key] = raw[key]
+            else:
+                problems.add(
+                    f"training.{key}",
+                    f"must be a non-negative integer, got {raw[key]!r}",
+                )
+    if "schedule" in raw:
+        v = raw["schedule"]
+        if isinstance(v, str) and v in SCHEDULES:
+            values["schedule"] = v
         else:
             problems.add(
-                "training.seed", f"must be a non-negative integer, got {raw['seed']!r}"
+                "training.schedule",
+                f"unknown schedule {v!r}{_suggest(str(v), list(SCHEDULES))}; "
+                f"available: {', '.join(SCHEDULES)}",
             )
+    # (key, lowest allowed, highest allowed, is the lowest itself allowed)
+    bounds = {
+        "gamma": (0.0, 1.0, False),
+        "min_lr": (0.0, math.inf, True),
+        "clip_norm": (0.0, math.inf, True),
+        "min_delta": (0.0, math.inf, True),
+        "validation_split": (0.0, 1.0, True),
+    }
+    for key, (low, high, low_ok) in bounds.items():
+        if key not in raw:
+            continue
+        v = raw[key]
+        if not _is_number(v):
+            problems.add(f"training.{key}", f"must be a finite number, got {v!r}")
+            continue
+        v = float(v)
+        too_low = v < low or (v == low and not low_ok)
+        if key == "validation_split":
+            bad = too_low or v >= high
+            rule = "in [0, 1), e.g. 0.2"
+        else:
+            bad = too_low or v > high
+            rule = "in (0, 1], e.g. 0.1" if key == "gamma" else ">= 0"
+        if bad:
+            problems.add(f"training.{key}", f"must be {rule}, got {v:g}")
+            continue
+        values[key] = v
     return Training(**values)
 
 

@@ -180,6 +180,14 @@ HASH_CHANGES = {
     "epochs": _mut(("training", "epochs"), 11),
     "shuffle": _mut(("training", "shuffle"), False),
     "seed": _mut(("training", "seed"), 1),
+    "schedule": _mut(("training", "schedule"), "cosine"),
+    "step_size": _mut(("training", "step_size"), 3),
+    "gamma": _mut(("training", "gamma"), 0.5),
+    "min_lr": _mut(("training", "min_lr"), 1e-5),
+    "clip_norm": _mut(("training", "clip_norm"), 1.0),
+    "patience": _mut(("training", "patience"), 4),
+    "min_delta": _mut(("training", "min_delta"), 1e-3),
+    "validation_split": _mut(("training", "validation_split"), 0.2),
     "loss": _mut(("loss", "name"), "mse"),
     "expr": _mut(("layers", 0, "activation"), {"expr": "x*tanh(x)"}),
 }
@@ -600,6 +608,38 @@ BAD = {
         [["training", "unknown key 'epoch'", "did you mean 'epochs'"]],
     ),
     "training_not_table": (_set(("training",), [1]), [["training", "must be a table"]]),
+    "schedule_unknown": (
+        _set(("training",), {"schedule": "cosin"}),
+        [["training.schedule", "unknown schedule 'cosin'", "did you mean 'cosine'"]],
+    ),
+    "gamma_zero": (
+        _set(("training",), {"gamma": 0}),
+        [["training.gamma", "in (0, 1]"]],
+    ),
+    "gamma_above_one": (
+        _set(("training",), {"gamma": 1.5}),
+        [["training.gamma", "in (0, 1]", "1.5"]],
+    ),
+    "clip_norm_negative": (
+        _set(("training",), {"clip_norm": -1.0}),
+        [["training.clip_norm", ">= 0"]],
+    ),
+    "patience_float": (
+        _set(("training",), {"patience": 2.5}),
+        [["training.patience", "non-negative integer"]],
+    ),
+    "validation_split_one": (
+        _set(("training",), {"validation_split": 1.0}),
+        [["training.validation_split", "in [0, 1)"]],
+    ),
+    "min_lr_text": (
+        _set(("training",), {"min_lr": "small"}),
+        [["training.min_lr", "finite number"]],
+    ),
+    "step_size_zero": (
+        _set(("training",), {"step_size": 0}),
+        [["training.step_size", "positive integer"]],
+    ),
 }
 
 

@@ -68,7 +68,8 @@ def test_fit_equals_textbook_minibatch_sgd():
     history = module.fit(
         params, X, Y, epochs=epochs, batch_size=batch, lr=eta, shuffle=False
     )
-    assert history.shape == (epochs,)
+    assert history["loss"].shape == (epochs,)
+    np.testing.assert_array_equal(history["lr"], np.full(epochs, eta))
     for got, want in zip(params[0::2], weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
     for got, want in zip(params[1::2], biases, strict=True):
@@ -91,7 +92,7 @@ def test_fit_epoch_loss_is_mean_of_pre_update_batch_losses():
         for p, g in zip(copy, grads, strict=True):
             p -= 0.05 * g
     history = module.fit(params, X, Y, epochs=1, batch_size=4, lr=0.05, shuffle=False)
-    assert history[0] == pytest.approx(expected / 10, rel=1e-12)
+    assert history["loss"][0] == pytest.approx(expected / 10, rel=1e-12)
     for got, want in zip(params, copy, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -104,7 +105,7 @@ def test_shuffled_fit_is_reproducible_and_decreases_loss():
     runs = []
     for _ in range(2):
         params = module.init_params(5)
-        runs.append((module.fit(params, X, Y, epochs=30, seed=11), params))
+        runs.append((module.fit(params, X, Y, epochs=30, seed=11)["loss"], params))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -117,7 +118,7 @@ def test_xor_reaches_full_accuracy():
     X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     Y = np.array([[0.0], [1.0], [1.0], [0.0]])
     params = module.init_params(seed=1)
-    history = module.fit(params, X, Y)  # the spec's defaults: 5000 epochs, lr 0.5
+    history = module.fit(params, X, Y)["loss"]  # spec defaults: 5000 epochs, lr 0.5
     predictions = (module.predict(params, X) > 0.5).astype(float)
     assert np.array_equal(predictions, Y), (module.predict(params, X), history[-1])
     assert history[-1] < 0.05
