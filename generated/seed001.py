@@ -139,9 +139,15 @@ def _softplus(u):
     return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
 
 
+# Each jitted function below holds its whole computation (the forward, loss and
+# backward code is repeated, not called): Numba compiles every callee again
+# inside each caller, and one function per task cut the first fit's compile
+# time several-fold (bench/cold_build.py).
+
+
 @numba.njit(cache=True)
 def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
-    """Forward pass for the rows of X; fills z_l and a_l (each (m, n_l))."""
+    """Forward pass for the m rows of X; fills z_l and a_l (each (m, n_l))."""
     m = X.shape[0]
     # z1 = X @ W1.T + b1   (3 units)
     # a1 = relu(z1) = (z if z > 0 else 0)
@@ -173,20 +179,50 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
 
 
 @numba.njit(cache=True)
-def _loss_sum(z3, a3, lse_rows, Y):
-    """Sum over rows of the per-sample loss (divide by the row count for the mean)."""
+def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
+    """Forward pass and the sum over rows of the loss (divide by m for the mean)."""
+    m = X.shape[0]
+    # z1 = X @ W1.T + b1   (3 units)
+    # a1 = relu(z1) = (z if z > 0 else 0)
+    for i in range(m):
+        for j in range(3):
+            z = b1[j]
+            for k in range(2):
+                z += W1[j, k] * X[i, k]
+            z1[i, j] = z
+            a1[i, j] = (z) if (z > 0.0) else (0.0)
+    # z2 = a1 @ W2.T + b2   (2 units)
+    # a2 = relu(z2) = (z if z > 0 else 0)
+    for i in range(m):
+        for j in range(2):
+            z = b2[j]
+            for k in range(3):
+                z += W2[j, k] * a1[i, k]
+            z2[i, j] = z
+            a2[i, j] = (z) if (z > 0.0) else (0.0)
+    # z3 = a2 @ W3.T + b3   (1 units)
+    # a3 = sigmoid(z3) = 1/(1 + exp(-z))
+    for i in range(m):
+        for j in range(1):
+            z = b3[j]
+            for k in range(2):
+                z += W3[j, k] * a2[i, k]
+            z3[i, j] = z
+            a3[i, j] = _sigmoid(z)
+
     total = 0.0
-    for i in range(Y.shape[0]):
+    # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
+    for i in range(m):
         for j in range(1):
             z = z3[i, j]
             y = Y[i, j]
-            # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
             total += -y * z + _softplus(z)
+
     return total
 
 
 @numba.njit(cache=True)
-def _backward(
+def _gradients(
     W1,
     b1,
     W2,
@@ -201,6 +237,7 @@ def _backward(
     a2,
     z3,
     a3,
+    lse_rows,
     delta1,
     delta2,
     delta3,
@@ -211,8 +248,44 @@ def _backward(
     grad_W3,
     grad_b3,
 ):
-    """Backward pass: gradients of the batch-mean loss over the rows of X."""
+    """Loss sum over the rows of X and the gradients of the batch-mean loss."""
     m = X.shape[0]
+    # z1 = X @ W1.T + b1   (3 units)
+    # a1 = relu(z1) = (z if z > 0 else 0)
+    for i in range(m):
+        for j in range(3):
+            z = b1[j]
+            for k in range(2):
+                z += W1[j, k] * X[i, k]
+            z1[i, j] = z
+            a1[i, j] = (z) if (z > 0.0) else (0.0)
+    # z2 = a1 @ W2.T + b2   (2 units)
+    # a2 = relu(z2) = (z if z > 0 else 0)
+    for i in range(m):
+        for j in range(2):
+            z = b2[j]
+            for k in range(3):
+                z += W2[j, k] * a1[i, k]
+            z2[i, j] = z
+            a2[i, j] = (z) if (z > 0.0) else (0.0)
+    # z3 = a2 @ W3.T + b3   (1 units)
+    # a3 = sigmoid(z3) = 1/(1 + exp(-z))
+    for i in range(m):
+        for j in range(1):
+            z = b3[j]
+            for k in range(2):
+                z += W3[j, k] * a2[i, k]
+            z3[i, j] = z
+            a3[i, j] = _sigmoid(z)
+
+    total = 0.0
+    # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
+    for i in range(m):
+        for j in range(1):
+            z = z3[i, j]
+            y = Y[i, j]
+            total += -y * z + _softplus(z)
+
     inv_m = 1.0 / m
     # delta3 = dL/dz3 = (a - y) / batch_size
     for i in range(m):
@@ -276,6 +349,8 @@ def _backward(
             acc += delta1[i, p]
         grad_b1[p] = acc
 
+    return total
+
 
 _STATE_SLOTS = 1  # momentum buffer
 
@@ -293,50 +368,6 @@ def _hyper_array(lr):
 
 
 @numba.njit(cache=True)
-def _step(param, grad, hyper, buf, t):
-    """torch.optim.SGD: weight decay, momentum (dampening, nesterov), then p -= lr g."""
-    lr, momentum, dampening, nesterov, weight_decay = (
-        hyper[0],
-        hyper[1],
-        hyper[2],
-        hyper[3],
-        hyper[4],
-    )
-    p = param.reshape(-1)
-    g_all = grad.reshape(-1)
-    for k in range(p.size):
-        g = g_all[k] + weight_decay * p[k]
-        if momentum != 0.0:
-            # torch starts the momentum buffer at the first gradient
-            if t == 1:
-                buf[k] = g
-            else:
-                buf[k] = momentum * buf[k] + (1.0 - dampening) * g
-            if nesterov != 0.0:
-                g = g + momentum * buf[k]
-            else:
-                g = buf[k]
-        p[k] -= lr * g
-
-
-@numba.njit(cache=True)
-def _sum_squares(values):
-    """Sum of squares of all entries (a contiguous array of any shape)."""
-    flat = values.reshape(-1)
-    total = 0.0
-    for k in range(flat.size):
-        total += flat[k] * flat[k]
-    return total
-
-
-@numba.njit(cache=True)
-def _scale(values, factor):
-    flat = values.reshape(-1)
-    for k in range(flat.size):
-        flat[k] *= factor
-
-
-@numba.njit(cache=True)
 def _train(
     W1,
     b1,
@@ -344,28 +375,30 @@ def _train(
     b2,
     W3,
     b3,
-    X,
-    Y,
+    theta,
+    grad,
+    slots,
+    X_all,
+    Y_all,
     orders,
     lrs,
     batch_size,
     clip_norm,
     hyper,
-    state,
     step,
     totals,
     Xb,
     Yb,
-    z1,
-    a1,
-    z2,
-    a2,
-    z3,
-    a3,
-    lse_rows,
-    delta1,
-    delta2,
-    delta3,
+    z1_buf,
+    a1_buf,
+    z2_buf,
+    a2_buf,
+    z3_buf,
+    a3_buf,
+    lse_buf,
+    delta1_buf,
+    delta2_buf,
+    delta3_buf,
     grad_W1,
     grad_b1,
     grad_W2,
@@ -375,88 +408,169 @@ def _train(
 ):
     """Mini-batch training for len(lrs) epochs in one call.
 
-    Epoch e takes the rows of X in the order orders[e % len(orders)] with learning
-    rate lrs[e], and stores in totals[e] the sum over rows of the loss at the
-    parameters each mini-batch saw. All buffers are preallocated by the caller.
+    W_l, b_l are views into the flat parameter vector theta and grad_W_l, grad_b_l
+    views into grad, so the optimizer updates all parameters in one loop. Epoch e
+    takes the rows of X_all in the order orders[e % len(orders)] with learning rate
+    lrs[e] and stores in totals[e] the sum over rows of the loss at the parameters
+    each mini-batch saw. All buffers are preallocated by the caller.
     """
-    n = X.shape[0]
-    for e in range(lrs.shape[0]):
-        order = orders[e % orders.shape[0]]
-        hyper[0] = lrs[e]
+    n = X_all.shape[0]
+    momentum = hyper[1]
+    dampening = hyper[2]
+    nesterov = hyper[3] != 0.0
+    weight_decay = hyper[4]
+    buf = slots[0]
+
+    for epoch in range(lrs.shape[0]):
+        order = orders[epoch % orders.shape[0]]
+        lr = lrs[epoch]
         total = 0.0
         for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            rows = stop - start
-            for r in range(rows):
-                Xb[r, :] = X[order[start + r]]
-                Yb[r, :] = Y[order[start + r]]
-            _forward(
-                W1,
-                b1,
-                W2,
-                b2,
-                W3,
-                b3,
-                Xb[:rows],
-                z1[:rows],
-                a1[:rows],
-                z2[:rows],
-                a2[:rows],
-                z3[:rows],
-                a3[:rows],
-                lse_rows[:rows],
-            )
-            total += _loss_sum(z3[:rows], a3[:rows], lse_rows[:rows], Yb[:rows])
-            _backward(
-                W1,
-                b1,
-                W2,
-                b2,
-                W3,
-                b3,
-                Xb[:rows],
-                Yb[:rows],
-                z1[:rows],
-                a1[:rows],
-                z2[:rows],
-                a2[:rows],
-                z3[:rows],
-                a3[:rows],
-                delta1[:rows],
-                delta2[:rows],
-                delta3[:rows],
-                grad_W1,
-                grad_b1,
-                grad_W2,
-                grad_b2,
-                grad_W3,
-                grad_b3,
-            )
+            m = min(batch_size, n - start)
+            # gather the batch's rows with loops (slice assignment compiles slowly)
+            for r in range(m):
+                row = order[start + r]
+                for c in range(2):
+                    Xb[r, c] = X_all[row, c]
+                for c in range(1):
+                    Yb[r, c] = Y_all[row, c]
+            X = Xb[:m]
+            Y = Yb[:m]
+            z1 = z1_buf[:m]
+            a1 = a1_buf[:m]
+            delta1 = delta1_buf[:m]
+            z2 = z2_buf[:m]
+            a2 = a2_buf[:m]
+            delta2 = delta2_buf[:m]
+            z3 = z3_buf[:m]
+            a3 = a3_buf[:m]
+            delta3 = delta3_buf[:m]
+            # z1 = X @ W1.T + b1   (3 units)
+            # a1 = relu(z1) = (z if z > 0 else 0)
+            for i in range(m):
+                for j in range(3):
+                    z = b1[j]
+                    for k in range(2):
+                        z += W1[j, k] * X[i, k]
+                    z1[i, j] = z
+                    a1[i, j] = (z) if (z > 0.0) else (0.0)
+            # z2 = a1 @ W2.T + b2   (2 units)
+            # a2 = relu(z2) = (z if z > 0 else 0)
+            for i in range(m):
+                for j in range(2):
+                    z = b2[j]
+                    for k in range(3):
+                        z += W2[j, k] * a1[i, k]
+                    z2[i, j] = z
+                    a2[i, j] = (z) if (z > 0.0) else (0.0)
+            # z3 = a2 @ W3.T + b3   (1 units)
+            # a3 = sigmoid(z3) = 1/(1 + exp(-z))
+            for i in range(m):
+                for j in range(1):
+                    z = b3[j]
+                    for k in range(2):
+                        z += W3[j, k] * a2[i, k]
+                    z3[i, j] = z
+                    a3[i, j] = _sigmoid(z)
+
+            # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
+            for i in range(m):
+                for j in range(1):
+                    z = z3[i, j]
+                    y = Y[i, j]
+                    total += -y * z + _softplus(z)
+
+            inv_m = 1.0 / m
+            # delta3 = dL/dz3 = (a - y) / batch_size
+            for i in range(m):
+                for j in range(1):
+                    a = a3[i, j]
+                    y = Y[i, j]
+                    delta3[i, j] = (a - y) * inv_m
+            # grad_W3 = delta3.T @ a2
+            for p in range(1):
+                for q in range(2):
+                    acc = 0.0
+                    for i in range(m):
+                        acc += delta3[i, p] * a2[i, q]
+                    grad_W3[p, q] = acc
+            # grad_b3 = sum over rows of delta3
+            for p in range(1):
+                acc = 0.0
+                for i in range(m):
+                    acc += delta3[i, p]
+                grad_b3[p] = acc
+            # delta2 = (delta3 @ W3) * f'(z2), f' = (1 if a > 0 else 0)
+            for i in range(m):
+                for q in range(2):
+                    back = 0.0
+                    for p in range(1):
+                        back += delta3[i, p] * W3[p, q]
+                    a = a2[i, q]
+                    delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
+            # grad_W2 = delta2.T @ a1
+            for p in range(2):
+                for q in range(3):
+                    acc = 0.0
+                    for i in range(m):
+                        acc += delta2[i, p] * a1[i, q]
+                    grad_W2[p, q] = acc
+            # grad_b2 = sum over rows of delta2
+            for p in range(2):
+                acc = 0.0
+                for i in range(m):
+                    acc += delta2[i, p]
+                grad_b2[p] = acc
+            # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
+            for i in range(m):
+                for q in range(3):
+                    back = 0.0
+                    for p in range(2):
+                        back += delta2[i, p] * W2[p, q]
+                    a = a1[i, q]
+                    delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
+            # grad_W1 = delta1.T @ X
+            for p in range(3):
+                for q in range(2):
+                    acc = 0.0
+                    for i in range(m):
+                        acc += delta1[i, p] * X[i, q]
+                    grad_W1[p, q] = acc
+            # grad_b1 = sum over rows of delta1
+            for p in range(3):
+                acc = 0.0
+                for i in range(m):
+                    acc += delta1[i, p]
+                grad_b1[p] = acc
+
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
-                norm = math.sqrt(
-                    _sum_squares(grad_W1)
-                    + _sum_squares(grad_b1)
-                    + _sum_squares(grad_W2)
-                    + _sum_squares(grad_b2)
-                    + _sum_squares(grad_W3)
-                    + _sum_squares(grad_b3)
-                )
-                factor = min(1.0, clip_norm / (norm + 1e-6))
-                _scale(grad_W1, factor)
-                _scale(grad_b1, factor)
-                _scale(grad_W2, factor)
-                _scale(grad_b2, factor)
-                _scale(grad_W3, factor)
-                _scale(grad_b3, factor)
+                norm_sq = 0.0
+                for k in range(grad.size):
+                    norm_sq += grad[k] * grad[k]
+                factor = min(1.0, clip_norm / (math.sqrt(norm_sq) + 1e-6))
+                for k in range(grad.size):
+                    grad[k] *= factor
             step[0] += 1
-            _step(W1, grad_W1, hyper, state[0], step[0])
-            _step(b1, grad_b1, hyper, state[1], step[0])
-            _step(W2, grad_W2, hyper, state[2], step[0])
-            _step(b2, grad_b2, hyper, state[3], step[0])
-            _step(W3, grad_W3, hyper, state[4], step[0])
-            _step(b3, grad_b3, hyper, state[5], step[0])
-        totals[e] = total
+            t = step[0]
+            # torch.optim.SGD: g = grad + weight_decay * p; with momentum, b = momentum * b
+            # + (1 - dampening) * g (b starts at the first g) and g = b, or g + momentum * b
+            # for nesterov; then p -= lr * g
+            for k in range(theta.size):
+                g = grad[k] + weight_decay * theta[k]
+                if momentum != 0.0:
+                    if t == 1:
+                        velocity = g
+                    else:
+                        velocity = momentum * buf[k] + (1.0 - dampening) * g
+                    buf[k] = velocity
+                    if nesterov:
+                        g = g + momentum * velocity
+                    else:
+                        g = velocity
+                theta[k] -= lr * g
+
+        totals[epoch] = total
 
 
 # --------------------------------------------------------------------- public API
@@ -495,6 +609,7 @@ _SHAPES = [
     (1, 2),
     (1,),
 ]
+_N_PARAMS = sum(math.prod(shape) for shape in _SHAPES)
 _NAMES = [
     "W1",
     "b1",
@@ -566,6 +681,16 @@ def _run_forward(params, X):
     return buffers
 
 
+def _flat_views(flat):
+    """Views of a flat vector shaped like [W1, b1, ...] (they share its memory)."""
+    views, offset = [], 0
+    for shape in _SHAPES:
+        size = math.prod(shape)
+        views.append(flat[offset : offset + size].reshape(shape))
+        offset += size
+    return views
+
+
 def predict(params, X):
     """Network outputs for the rows of X, shape (n, N_OUTPUT)."""
     _check_params(params)
@@ -579,8 +704,8 @@ def loss(params, X, Y):
     X = _as_matrix("X", X, N_INPUT)
     Y = _as_matrix("Y", Y, N_OUTPUT)
     _check_targets(Y, X.shape[0])
-    buffers = _run_forward(params, X)
-    return float(_loss_sum(buffers[-3], buffers[-2], buffers[-1], Y) / X.shape[0])
+    total = _evaluate(*params, X, Y, *_buffers(X.shape[0]))
+    return float(total / X.shape[0])
 
 
 def loss_and_grad(params, X, Y):
@@ -589,12 +714,10 @@ def loss_and_grad(params, X, Y):
     X = _as_matrix("X", X, N_INPUT)
     Y = _as_matrix("Y", Y, N_OUTPUT)
     _check_targets(Y, X.shape[0])
-    buffers = _run_forward(params, X)
-    value = float(_loss_sum(buffers[-3], buffers[-2], buffers[-1], Y) / X.shape[0])
     deltas = [np.empty((X.shape[0], n), dtype=DTYPE) for n in SIZES[1:]]
     grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
-    _backward(*params, X, Y, *buffers[:-1], *deltas, *grads)
-    return value, grads
+    total = _gradients(*params, X, Y, *_buffers(X.shape[0]), *deltas, *grads)
+    return float(total / X.shape[0]), grads
 
 
 def accuracy(params, X, Y):
@@ -615,13 +738,14 @@ def _accuracy_of(outputs, Y):
 def init_state(params):
     """Optimizer state for ``fit``: pass the same object to later calls to resume.
 
-    ``buffers`` holds the optimizer's per-parameter slots, ``step`` the number of
-    updates done and ``epoch`` the number of epochs done (it drives shuffling and
+    ``buffers`` holds the optimizer's slots (e.g. Adam's two moment estimates),
+    each a flat vector over all parameters in the order [W1, b1, ...]; ``step``
+    counts the updates done and ``epoch`` the epochs done (it drives shuffling and
     learning-rate schedules).
     """
     _check_params(params)
     return {
-        "buffers": [np.zeros(p.size * _STATE_SLOTS, dtype=DTYPE) for p in params],
+        "buffers": [np.zeros(_N_PARAMS, dtype=DTYPE) for _ in range(_STATE_SLOTS)],
         "step": np.zeros(1, dtype=np.int64),
         "epoch": np.zeros(1, dtype=np.int64),
     }
@@ -630,11 +754,14 @@ def init_state(params):
 def _check_state(state, params):
     if not isinstance(state, dict) or set(state) != {"buffers", "step", "epoch"}:
         raise ValueError("state must be the dict returned by init_state(params)")
-    for p, buf in zip(params, state["buffers"], strict=True):
-        if buf.shape != (p.size * _STATE_SLOTS,) or buf.dtype != DTYPE:
-            raise ValueError(
-                "state does not belong to these params; create it with init_state(params)"
-            )
+    buffers = state["buffers"]
+    if len(buffers) != _STATE_SLOTS or any(
+        not isinstance(b, np.ndarray) or b.shape != (_N_PARAMS,) or b.dtype != DTYPE
+        for b in buffers
+    ):
+        raise ValueError(
+            "state does not belong to this network; create it with init_state(params)"
+        )
 
 
 def epoch_order(seed, epoch, n):
@@ -686,7 +813,8 @@ class _Work:
     def __init__(self, rows):
         self.acts = _buffers(rows)
         self.deltas = [np.empty((rows, k), dtype=DTYPE) for k in SIZES[1:]]
-        self.grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
+        self.grad = np.empty(_N_PARAMS, dtype=DTYPE)
+        self.grads = _flat_views(self.grad)
         self.Xb = np.empty((rows, N_INPUT), dtype=DTYPE)
         self.Yb = np.empty((rows, N_OUTPUT), dtype=DTYPE)
 
@@ -756,6 +884,10 @@ def fit(
     hyper = _hyper_array(lr)
     work = _Work(min(batch_size, n))
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
+    # train a flat copy of the parameters (one optimizer loop over all of them);
+    # params receive it after every call
+    theta = np.concatenate([p.reshape(-1) for p in params])
+    views = _flat_views(theta)
     identity = np.arange(n, dtype=np.int64).reshape(1, n)
     # one epoch per call when something must happen between epochs; otherwise
     # as many epochs as fit in about 32 MB of row orders
@@ -778,11 +910,13 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *params, X, Y, orders, lrs[done : done + count], batch_size, clip_norm,
-            hyper, tuple(state["buffers"]), state["step"], totals, work.Xb, work.Yb,
-            *work.acts, *work.deltas, *work.grads,
+            *views, theta, work.grad, tuple(state["buffers"]), X, Y, orders,
+            lrs[done : done + count], batch_size, clip_norm, hyper, state["step"],
+            totals, work.Xb, work.Yb, *work.acts, *work.deltas, *work.grads,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
+        for p, trained in zip(params, views, strict=True):
+            p[...] = trained
         state["epoch"][0] += count
         history["loss"].extend(totals / n)
         history["lr"].extend(lrs[done : done + count])
@@ -797,8 +931,7 @@ def fit(
             "samples_per_s": n / max(elapsed, 1e-9),
         }
         if X_val is not None:
-            _forward(*params, X_val, *val_work)
-            value = _loss_sum(val_work[-3], val_work[-2], val_work[-1], Y_val)
+            value = _evaluate(*params, X_val, Y_val, *val_work)
             logs["val_loss"] = float(value / X_val.shape[0])
             history["val_loss"].append(logs["val_loss"])
             if TASK != "regression":
@@ -808,14 +941,14 @@ def fit(
             monitored = logs.get("val_loss", logs["loss"])
             if monitored < best - min_delta:
                 best, best_epoch, waited = monitored, epoch, 0
-                best_params = [p.copy() for p in params]
+                best_params = theta.copy()
             else:
                 waited += 1
                 stopped = waited >= patience
         if callback is not None and callback(epoch, logs):
             break
     if best_params is not None and best_epoch != done - 1:
-        for p, kept in zip(params, best_params, strict=True):
+        for p, kept in zip(params, _flat_views(best_params), strict=True):
             p[...] = kept
     result = {key: np.asarray(values) for key, values in history.items()}
     result["best_epoch"] = best_epoch
