@@ -1,30 +1,37 @@
 """derive: SymPy derives the backprop of a network spec; Jinja renders a
 standalone Numba trainer from the derivation.
 
-Flow: ``load_spec`` -> ``derive`` -> ``lower`` -> ``render`` -> ``build``.
+Flow: ``load_spec`` -> ``derive`` -> ``lower`` -> ``render`` -> ``build``;
+``Network`` trains a built module scikit-learn style, ``load_table`` reads data.
 """
 
 from ._version import __version__
+from .data import DataError, Table, load_table
 from .derivation import Derivation, derive
 from .errors import DerivationError, DeriveError, ExpressionError, SpecError
 from .explain import Explanation, explain
 from .generate import build, generate_source, write_module
+from .network import Network
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
 
 __all__ = [
+    "DataError",
     "Derivation",
     "DeriveError",
     "DerivationError",
     "Explanation",
     "ExpressionError",
+    "Network",
     "Spec",
     "SpecError",
+    "Table",
     "__version__",
     "build",
     "derive",
     "explain",
     "generate_source",
     "load_spec",
+    "load_table",
     "parse_spec",
     "spec_from_dict",
     "write_module",

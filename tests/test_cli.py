@@ -131,3 +131,229 @@ def test_wheel_ships_templates_and_examples(tmp_path):
     assert "derive/templates/optim_adam.py.jinja" in names
     assert "derive/examples/seed001.toml" in names
     assert "derive/cli.py" in names
+
+
+# ------------------------------------------------------ fit, predict, explain
+
+XOR_SPEC = str(ROOT / "examples" / "xor.toml")  # 2-2-1 sigmoid, BCE: binary
+TANH_SPEC = str(ROOT / "examples" / "tanh_regression.toml")
+
+
+def blobs_csv(path, n=60, header="a,b,label"):
+    """Two separable blobs with labels off/on, as a CSV file; returns the labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 0.5, (n, 2))
+    right = np.arange(n) % 2 == 1
+    X[right, 0] += 3.0
+    labels = np.where(right, "on", "off")
+    rows = [
+        f"{x0!r},{x1!r},{label}"
+        for (x0, x1), label in zip(X.tolist(), labels, strict=True)
+    ]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return labels
+
+
+@pytest.fixture(scope="module")
+def xor_model(tmp_path_factory):
+    """A model trained by `derive fit` on blobs.csv, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("fit")
+    blobs_csv(folder / "blobs.csv")
+    code = main(
+        ["fit", XOR_SPEC, "--data", str(folder / "blobs.csv"), "--epochs", "200",
+         "--out", str(folder / "model.npz"), "--plot", str(folder / "loss.png"),
+         "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    return folder
+
+
+def test_fit_writes_model_and_learning_curve(xor_model, capsys):
+    assert (xor_model / "model.npz").is_file()
+    assert (xor_model / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert not list(xor_model.glob(".*.tmp"))
+    from derive import Network
+
+    network = Network.load(xor_model / "model.npz")
+    assert network.classes_.tolist() == ["off", "on"]
+    assert network.feature_names_in_ == ("a", "b") and network.target_names_ == (
+        "label",
+    )
+    assert len(network.history_["loss"]) == 200
+
+
+def test_fit_prints_progress_and_summary(tmp_path, capsys):
+    blobs_csv(tmp_path / "d.csv")
+    code, out, err = run(
+        capsys, "fit", XOR_SPEC, "--data", str(tmp_path / "d.csv"), "--epochs", "20",
+        "--val-split", "0.25", "--out", str(tmp_path / "m.npz"),
+    )  # fmt: skip
+    assert code == 0
+    assert (
+        "20 epochs, loss" in out
+        and "val_accuracy" in out
+        and "accuracy on all 60" in out
+    )
+    assert f"wrote {tmp_path / 'm.npz'}" in out
+    assert "fit xor" in err and "20/20" in err  # the tqdm bar, on stderr
+
+
+def test_predict_writes_csv_and_reports_accuracy(xor_model, tmp_path, capsys):
+    out_file = tmp_path / "preds.csv"
+    code, out, _ = run(
+        capsys, "predict", str(xor_model / "model.npz"),
+        "--data", str(xor_model / "blobs.csv"), "--out", str(out_file),
+    )  # fmt: skip
+    assert code == 0
+    assert "wrote 60 predictions" in out
+    assert "accuracy 100.00% against column 'label' (60 rows)" in out
+    lines = out_file.read_text().splitlines()
+    assert lines[0] == "prediction,p_off,p_on" and len(lines) == 61
+    labels = blobs_csv(tmp_path / "again.csv")
+    predicted = [line.split(",")[0] for line in lines[1:]]
+    assert predicted == labels.tolist()
+    for line in lines[1:]:
+        p_off, p_on = map(float, line.split(",")[1:])
+        assert abs(p_off + p_on - 1) < 1e-5
+
+
+def test_predict_without_target_and_columns_by_name(xor_model, tmp_path, capsys):
+    data = tmp_path / "x.csv"
+    data.write_text("b,a\n0.0,3.0\n0.0,-0.2\n")  # columns found by name
+    code, out, err = run(
+        capsys, "predict", str(xor_model / "model.npz"), "--data", str(data)
+    )
+    assert code == 0 and err == ""
+    assert out.splitlines()[0] == "prediction,p_off,p_on"
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["on", "off"]
+
+
+def test_fit_and_predict_never_overwrite_without_force(xor_model, tmp_path, capsys):
+    model = xor_model / "model.npz"
+    before = model.read_bytes()
+    code, _, err = run(
+        capsys, "fit", XOR_SPEC, "--data", str(xor_model / "blobs.csv"),
+        "--epochs", "1", "--out", str(model),
+    )  # fmt: skip
+    assert code == 2 and "model.npz exists; choose another path or pass --force" in err
+    assert model.read_bytes() == before
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep me\n")
+    code, _, err = run(
+        capsys, "predict", str(model), "--data", str(xor_model / "blobs.csv"),
+        "--out", str(mine),
+    )  # fmt: skip
+    assert code == 2 and "exists" in err and mine.read_text() == "keep me\n"
+    code, _, _ = run(
+        capsys, "predict", str(model), "--data", str(xor_model / "blobs.csv"),
+        "--out", str(mine), "--force",
+    )  # fmt: skip
+    assert code == 0 and mine.read_text().startswith("prediction,")
+
+
+BAD_DATA = [
+    (None, "data file not found"),
+    ("", "is empty"),
+    ("a,b,c,label\n1,2,3,on\n", "has 4 columns (a, b, c, label) but the spec needs 2"),
+    ("a,b,label\n1,x,on\n", "line 2, column 'b' holds 'x', not a number"),
+    ("a,b,label\n1,nan,on\n", "line 2, column 'b' is nan"),
+    ("a,b,label\n1,2,0\n1,2,1\n1,2,2\n", "3 classes (0, 1, 2) but spec 'xor'"),
+    ("a,b,label\n1,2,0.7\n", "holds 0.7, not a class label"),
+    ("a,b,label\n1,2,on\n1,2\n", "line 3: 2 cells, but the header has 3 columns"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_DATA)
+def test_fit_bad_data_exits_2_with_one_line(tmp_path, capsys, text, message):
+    data = tmp_path / "data.csv"
+    if text is not None:
+        data.write_text(text)
+    out = tmp_path / "model.npz"
+    code, stdout, err = run(
+        capsys, "fit", XOR_SPEC, "--data", str(data), "--out", str(out),
+        "--plot", str(tmp_path / "loss.png"), "--quiet",
+    )  # fmt: skip
+    assert code == 2, err
+    assert message in err and err.startswith("derive: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["data.csv"] if text is not None else []
+    )
+
+
+def test_bad_arguments_and_model_files(xor_model, tmp_path, capsys):
+    for args in (["--epochs", "0"], ["--val-split", "1.5"], ["--lr", "-1"]):
+        with pytest.raises(SystemExit) as info:
+            main(["fit", XOR_SPEC, "--data", "d.csv", *args])
+        assert info.value.code == 2
+    code, _, err = run(capsys, "fit", XOR_SPEC, "--data", str(xor_model / "blobs.csv"),
+                       "--plot", str(tmp_path / "loss.txt"))  # fmt: skip
+    assert code == 2 and "give a .png, .svg or .pdf file name" in err
+    not_model = tmp_path / "x.npz"
+    not_model.write_bytes(b"junk")
+    code, _, err = run(
+        capsys, "predict", str(not_model), "--data", str(xor_model / "blobs.csv")
+    )
+    assert code == 2 and "is not a derive model" in err
+    code, _, err = run(capsys, "predict", str(tmp_path / "none.npz"), "--data", "d.csv")
+    assert code == 2 and "model file not found" in err
+
+
+def test_explain_with_weights_refuses_a_model_of_another_spec(xor_model, capsys):
+    code, _, err = run(
+        capsys, "explain", TANH_SPEC, "--weights", str(xor_model / "model.npz"),
+        "--data", str(xor_model / "blobs.csv"),
+    )  # fmt: skip
+    assert code == 2 and "was trained with spec 'xor'" in err and err.count("\n") == 1
+
+
+def test_explain_worked_example_of_a_sample(xor_model, capsys):
+    pytest.importorskip("derive.worked")
+    from derive import Network, load_table
+    from derive.worked import worked_example
+
+    args = ["explain", XOR_SPEC, "--weights", str(xor_model / "model.npz"),
+            "--data", str(xor_model / "blobs.csv"), "--sample", "1"]  # fmt: skip
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "sample 1" in out
+    network = Network.load(xor_model / "model.npz")
+    table = load_table(xor_model / "blobs.csv", n_inputs=2, labels=True)
+    expected = worked_example(
+        network.spec, network.params, table.X[1], network.encode_targets(table.y[1:2])[0],
+        sample=1,
+    )  # fmt: skip
+    assert out.strip() == expected.text().strip()
+    assert (
+        run(capsys, *args, "--format", "markdown")[1].strip()
+        == expected.markdown().strip()
+    )
+    code, _, err = run(capsys, *args[:-1], "60")
+    assert code == 2 and "--sample 60 is past the end" in err
+    code, _, err = run(capsys, *args[:4])
+    assert code == 2 and "needs both --weights MODEL.npz and --data FILE" in err
+
+
+def test_demo_trains_and_draws(tmp_path, capsys):
+    import re
+
+    out_dir = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", "--out-dir", str(out_dir), "--quiet")
+    assert code == 0
+    accuracy = float(re.search(r"held-out accuracy: ([\d.]+)%", out).group(1))
+    assert accuracy > 97
+    pictures = [out_dir / "two_circles_learning_curve.png",
+                out_dir / "two_circles_decision_boundary.png"]  # fmt: skip
+    for picture in pictures:
+        assert picture.read_bytes().startswith(b"\x89PNG") and str(picture) in out
+    assert (out_dir / "two_circles.npz").is_file() and (
+        out_dir / "two_circles.csv"
+    ).is_file()
+    assert (
+        run(capsys, "demo", "--out-dir", str(out_dir), "--quiet")[0] == 0
+    )  # its own files
+    pictures[0].write_bytes(b"my picture")
+    code, _, err = run(capsys, "demo", "--out-dir", str(out_dir), "--quiet")
+    assert code == 2 and "was not written by `derive demo`" in err
+    assert pictures[0].read_bytes() == b"my picture"
