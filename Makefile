@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine with python3.11 and git:
-#   make demo   - create .venv, install derive, explain + generate + check an example
+#   make demo   - create .venv, install derive, train the two-circles classifier
 #   make test   - create .venv, install derive with test extras, run pytest
+#   make bench  - also install PyTorch 2.13.0 and JAX, compare training speed
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint generated clean
+.PHONY: demo test bench lint generated clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,14 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# ARGS=--quick for a run under 2 minutes
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
