@@ -13,6 +13,7 @@ from .explain import Explanation, explain
 from .generate import build, generate_source, write_module
 from .network import Network
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
+from .worked import WorkedExample, worked_example
 
 __all__ = [
     "DataError",
@@ -25,6 +26,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Table",
+    "WorkedExample",
     "__version__",
     "build",
     "derive",
@@ -34,5 +36,6 @@ __all__ = [
     "load_table",
     "parse_spec",
     "spec_from_dict",
+    "worked_example",
     "write_module",
 ]
