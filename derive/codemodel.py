@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 from ._version import __version__
 from .codeprint import ScalarCode
-from .derivation import Z, ActivationDerivation, Derivation
+from .derivation import ActivationDerivation, Derivation, Z
 
 #: Layers with fewer weights than this use explicit loops; larger ones call BLAS
 #: through np.dot. Measured with bench/blas_threshold.py (2 cores, float32, batch
@@ -28,6 +29,27 @@ HELPER_SOURCES = {
 def _softplus(u):
     """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
     return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+''',
+    "_tanh_fast": '''
+@numba.njit(cache=True)
+def _tanh_fast(u):
+    """tanh for float32 modules: Eigen's rational approximation (odd degree-13
+    numerator over even degree-6 denominator) evaluated in float64, clamped at
+    |u| = 9 (float32 tanh is within 1 ulp of +-1 from there). Numba has no vector
+    libm here, and math.tanh is a slow scalar call. Max error 3 float32 ulp
+    (tests/test_fast_paths.py)."""
+    x = min(max(u, -9.0), 9.0)
+    x2 = x * x
+    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
+    p = x2 * p + -8.60467152213735e-11
+    p = x2 * p + 5.12229709037114e-08
+    p = x2 * p + 1.48572235717979e-05
+    p = x2 * p + 6.37261928875436e-04
+    p = x2 * p + 4.89352455891786e-03
+    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
+    q = x2 * q + 2.26843463243900e-03
+    q = x2 * q + 4.89352518554385e-03
+    return min(max(x * p / q, -1.0), 1.0)
 ''',
     "_sigmoid": '''
 @numba.njit(cache=True)
@@ -100,6 +122,31 @@ class CodeModel:
     summary: str
 
 
+#: float32 modules call these instead of the exact function (bench/ measures the
+#: gain; tests/test_fast_paths.py bounds the error in float32 ulp). float64
+#: modules always use the exact functions.
+FAST_FLOAT32 = {"math.tanh": "_tanh_fast"}
+
+
+def _fast_float32(code: ScalarCode) -> ScalarCode:
+    """The same code with FAST_FLOAT32's approximations swapped in."""
+
+    def swap(text: str) -> str:
+        for exact, fast in FAST_FLOAT32.items():
+            text = re.sub(rf"(?<![\w.]){re.escape(exact)}\(", f"{fast}(", text)
+        return text
+
+    temps = tuple((name, swap(expr)) for name, expr in code.temps)
+    result = swap(code.result)
+    text = " ".join([result, *(t for _, t in temps)])
+    helpers = tuple(
+        sorted(
+            set(code.helpers) | {f for f in FAST_FLOAT32.values() if f + "(" in text}
+        )
+    )
+    return ScalarCode(temps, result, code.inputs, helpers)
+
+
 def _elementwise(code: ScalarCode) -> Elementwise:
     return Elementwise(
         temps=code.temps,
@@ -161,10 +208,12 @@ def lower(derivation: Derivation) -> CodeModel:
         prev = "X" if i == 1 else f"a{i - 1}"
         derivative = None
         derivative_comment = ""
+        fast = _fast_float32 if spec.dtype == "float32" else (lambda code: code)
         if not info.is_output:
             assert act.derivative_code is not None
-            derivative = _elementwise(act.derivative_code)
-            helpers.update(act.derivative_code.helpers)
+            derivative_code = fast(act.derivative_code)
+            derivative = _elementwise(derivative_code)
+            helpers.update(derivative_code.helpers)
             chosen = (
                 act.derivative_a if act.derivative_form == "a" else act.derivative_z
             )
@@ -174,8 +223,9 @@ def lower(derivation: Derivation) -> CodeModel:
             )
         activation = None
         if act.forward_code is not None:
-            activation = _elementwise(act.forward_code)
-            helpers.update(act.forward_code.helpers)
+            forward_code = fast(act.forward_code)
+            activation = _elementwise(forward_code)
+            helpers.update(forward_code.helpers)
         init_comment, init_call = _init(act, info.n_in, info.n_out)
         layers.append(
             LayerCode(

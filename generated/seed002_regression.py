@@ -372,18 +372,18 @@ def _train(
     hyper,
     step,
     totals,
-    Xb,
-    Yb,
-    z1_buf,
-    a1_buf,
-    z2_buf,
-    a2_buf,
-    z3_buf,
-    a3_buf,
-    lse_buf,
-    delta1_buf,
-    delta2_buf,
-    delta3_buf,
+    X,
+    Y,
+    z1,
+    a1,
+    z2,
+    a2,
+    z3,
+    a3,
+    lse_rows,
+    delta1,
+    delta2,
+    delta3,
     grad_W1,
     grad_b1,
     grad_W2,
@@ -397,7 +397,8 @@ def _train(
     views into grad, so the optimizer updates all parameters in one loop. Epoch e
     takes the rows of X_all in the order orders[e % len(orders)] with learning rate
     lrs[e] and stores in totals[e] the sum over rows of the loss at the parameters
-    each mini-batch saw. All buffers are preallocated by the caller.
+    each mini-batch saw. All buffers are preallocated by the caller (batch_size
+    rows; the last batch of an epoch uses the first m).
     """
     n = X_all.shape[0]
     momentum = hyper[1]
@@ -416,20 +417,10 @@ def _train(
             for r in range(m):
                 row = order[start + r]
                 for c in range(2):
-                    Xb[r, c] = X_all[row, c]
+                    X[r, c] = X_all[row, c]
                 for c in range(1):
-                    Yb[r, c] = Y_all[row, c]
-            X = Xb[:m]
-            Y = Yb[:m]
-            z1 = z1_buf[:m]
-            a1 = a1_buf[:m]
-            delta1 = delta1_buf[:m]
-            z2 = z2_buf[:m]
-            a2 = a2_buf[:m]
-            delta2 = delta2_buf[:m]
-            z3 = z3_buf[:m]
-            a3 = a3_buf[:m]
-            delta3 = delta3_buf[:m]
+                    Y[r, c] = Y_all[row, c]
+            # the work buffers hold batch_size rows; the code below uses the first m
             # z1 = X @ W1.T + b1   (3 units)
             # a1 = relu(z1) = (z if z > 0 else 0)
             for i in range(m):

@@ -143,7 +143,7 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             z1[i, j] = z
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
-    np.dot(a1, W2.T, z2)
+    np.dot(a1[:m], W2.T, z2[:m])
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for i in range(m):
         for j in range(16):
@@ -188,7 +188,7 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             z1[i, j] = z
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
-    np.dot(a1, W2.T, z2)
+    np.dot(a1[:m], W2.T, z2[:m])
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for i in range(m):
         for j in range(16):
@@ -269,7 +269,7 @@ def _gradients(
             z1[i, j] = z
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
-    np.dot(a1, W2.T, z2)
+    np.dot(a1[:m], W2.T, z2[:m])
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for i in range(m):
         for j in range(16):
@@ -342,7 +342,7 @@ def _gradients(
                 + 0.5
             )
     # grad_W2 = delta2.T @ a1
-    np.dot(delta2.T, a1, grad_W2)
+    np.dot(delta2[:m].T, a1[:m], grad_W2)
     # grad_b2 = sum over rows of delta2
     for p in range(16):
         acc = 0.0
@@ -350,7 +350,7 @@ def _gradients(
             acc += delta2[i, p]
         grad_b2[p] = acc
     # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
-    np.dot(delta2, W2, delta1)
+    np.dot(delta2[:m], W2, delta1[:m])
     for i in range(m):
         for q in range(32):
             back = delta1[i, q]
@@ -410,18 +410,18 @@ def _train(
     hyper,
     step,
     totals,
-    Xb,
-    Yb,
-    z1_buf,
-    a1_buf,
-    z2_buf,
-    a2_buf,
-    z3_buf,
-    a3_buf,
-    lse_buf,
-    delta1_buf,
-    delta2_buf,
-    delta3_buf,
+    X,
+    Y,
+    z1,
+    a1,
+    z2,
+    a2,
+    z3,
+    a3,
+    lse_rows,
+    delta1,
+    delta2,
+    delta3,
     grad_W1,
     grad_b1,
     grad_W2,
@@ -435,7 +435,8 @@ def _train(
     views into grad, so the optimizer updates all parameters in one loop. Epoch e
     takes the rows of X_all in the order orders[e % len(orders)] with learning rate
     lrs[e] and stores in totals[e] the sum over rows of the loss at the parameters
-    each mini-batch saw. All buffers are preallocated by the caller.
+    each mini-batch saw. All buffers are preallocated by the caller (batch_size
+    rows; the last batch of an epoch uses the first m).
     """
     n = X_all.shape[0]
     beta1 = hyper[1]
@@ -456,21 +457,10 @@ def _train(
             for r in range(m):
                 row = order[start + r]
                 for c in range(4):
-                    Xb[r, c] = X_all[row, c]
+                    X[r, c] = X_all[row, c]
                 for c in range(3):
-                    Yb[r, c] = Y_all[row, c]
-            X = Xb[:m]
-            Y = Yb[:m]
-            lse_rows = lse_buf[:m]
-            z1 = z1_buf[:m]
-            a1 = a1_buf[:m]
-            delta1 = delta1_buf[:m]
-            z2 = z2_buf[:m]
-            a2 = a2_buf[:m]
-            delta2 = delta2_buf[:m]
-            z3 = z3_buf[:m]
-            a3 = a3_buf[:m]
-            delta3 = delta3_buf[:m]
+                    Y[r, c] = Y_all[row, c]
+            # the work buffers hold batch_size rows; the code below uses the first m
             # z1 = X @ W1.T + b1   (32 units)
             # a1 = relu(z1) = (z if z > 0 else 0)
             for i in range(m):
@@ -481,7 +471,7 @@ def _train(
                     z1[i, j] = z
                     a1[i, j] = (z) if (z > 0.0) else (0.0)
             # z2 = a1 @ W2.T + b2   (16 units)
-            np.dot(a1, W2.T, z2)
+            np.dot(a1[:m], W2.T, z2[:m])
             # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
             for i in range(m):
                 for j in range(16):
@@ -553,7 +543,7 @@ def _train(
                         + 0.5
                     )
             # grad_W2 = delta2.T @ a1
-            np.dot(delta2.T, a1, grad_W2)
+            np.dot(delta2[:m].T, a1[:m], grad_W2)
             # grad_b2 = sum over rows of delta2
             for p in range(16):
                 acc = 0.0
@@ -561,7 +551,7 @@ def _train(
                     acc += delta2[i, p]
                 grad_b2[p] = acc
             # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
-            np.dot(delta2, W2, delta1)
+            np.dot(delta2[:m], W2, delta1[:m])
             for i in range(m):
                 for q in range(32):
                     back = delta1[i, q]
@@ -893,8 +883,9 @@ def fit(
     "val_loss" / "val_accuracy" (with X_val, Y_val) are measured after each epoch.
     patience > 0 stops after that many epochs without improvement of the
     monitored loss (val_loss, else loss) by more than min_delta and restores the
-    best epoch's params; "best_epoch" is its index in this call. callback(epoch,
-    logs) runs after every epoch and stops training by returning True. Without
+    best epoch's params; "best_epoch" is its index in this call's history.
+    callback(epoch, logs) runs after every epoch (epoch counted across calls, as
+    in state["epoch"]) and stops training by returning True. Without
     validation data, patience and callback, all epochs run in one jitted call.
     """
     _check_params(params)
@@ -968,7 +959,7 @@ def fit(
         done += count
         if per_call > 1:
             continue
-        epoch = done - 1
+        epoch = first + done - 1  # counted across calls, like the row orders and lrs
         logs = {
             "epoch": epoch,
             "loss": history["loss"][-1],
@@ -985,7 +976,7 @@ def fit(
         if patience:
             monitored = logs.get("val_loss", logs["loss"])
             if monitored < best - min_delta:
-                best, best_epoch, waited = monitored, epoch, 0
+                best, best_epoch, waited = monitored, done - 1, 0
                 best_params = theta.copy()
             else:
                 waited += 1

@@ -305,15 +305,15 @@ def _train(
     hyper,
     step,
     totals,
-    Xb,
-    Yb,
-    z1_buf,
-    a1_buf,
-    z2_buf,
-    a2_buf,
-    lse_buf,
-    delta1_buf,
-    delta2_buf,
+    X,
+    Y,
+    z1,
+    a1,
+    z2,
+    a2,
+    lse_rows,
+    delta1,
+    delta2,
     grad_W1,
     grad_b1,
     grad_W2,
@@ -325,7 +325,8 @@ def _train(
     views into grad, so the optimizer updates all parameters in one loop. Epoch e
     takes the rows of X_all in the order orders[e % len(orders)] with learning rate
     lrs[e] and stores in totals[e] the sum over rows of the loss at the parameters
-    each mini-batch saw. All buffers are preallocated by the caller.
+    each mini-batch saw. All buffers are preallocated by the caller (batch_size
+    rows; the last batch of an epoch uses the first m).
     """
     n = X_all.shape[0]
     momentum = hyper[1]
@@ -344,17 +345,10 @@ def _train(
             for r in range(m):
                 row = order[start + r]
                 for c in range(1):
-                    Xb[r, c] = X_all[row, c]
+                    X[r, c] = X_all[row, c]
                 for c in range(1):
-                    Yb[r, c] = Y_all[row, c]
-            X = Xb[:m]
-            Y = Yb[:m]
-            z1 = z1_buf[:m]
-            a1 = a1_buf[:m]
-            delta1 = delta1_buf[:m]
-            z2 = z2_buf[:m]
-            a2 = a2_buf[:m]
-            delta2 = delta2_buf[:m]
+                    Y[r, c] = Y_all[row, c]
+            # the work buffers hold batch_size rows; the code below uses the first m
             # z1 = X @ W1.T + b1   (16 units)
             # a1 = tanh(z1) = tanh(z)
             for i in range(m):
@@ -721,8 +715,9 @@ def fit(
     "val_loss" / "val_accuracy" (with X_val, Y_val) are measured after each epoch.
     patience > 0 stops after that many epochs without improvement of the
     monitored loss (val_loss, else loss) by more than min_delta and restores the
-    best epoch's params; "best_epoch" is its index in this call. callback(epoch,
-    logs) runs after every epoch and stops training by returning True. Without
+    best epoch's params; "best_epoch" is its index in this call's history.
+    callback(epoch, logs) runs after every epoch (epoch counted across calls, as
+    in state["epoch"]) and stops training by returning True. Without
     validation data, patience and callback, all epochs run in one jitted call.
     """
     _check_params(params)
@@ -796,7 +791,7 @@ def fit(
         done += count
         if per_call > 1:
             continue
-        epoch = done - 1
+        epoch = first + done - 1  # counted across calls, like the row orders and lrs
         logs = {
             "epoch": epoch,
             "loss": history["loss"][-1],
@@ -813,7 +808,7 @@ def fit(
         if patience:
             monitored = logs.get("val_loss", logs["loss"])
             if monitored < best - min_delta:
-                best, best_epoch, waited = monitored, epoch, 0
+                best, best_epoch, waited = monitored, done - 1, 0
                 best_params = theta.copy()
             else:
                 waited += 1
