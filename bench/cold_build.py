@@ -1,30 +1,69 @@
-"""Cold and cached build time of a 4-layer module (generate + import + Numba compile).
+"""Build time of a spec's module in this process: import derive, generate + import,
+first fit call (Numba compile, or loading Numba's cache).
 
-Run twice with the same empty cache directory; the first run is cold, the second cached:
+Run twice with the same, initially empty, cache directory: the first run is cold,
+the second cached (run.py does this with the W3 spec):
 
     export DERIVE_CACHE_DIR=$(mktemp -d)
-    python bench/cold_build.py && python bench/cold_build.py
+    python bench/cold_build.py bench/w3_tabular.toml
+    python bench/cold_build.py bench/w3_tabular.toml --json
 """
 
 import time
-from pathlib import Path
 
 start = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 import derive  # noqa: E402
 
 imported = time.perf_counter()
-module = derive.build(derive.load_spec(Path(__file__).with_name("four_layers.toml")))
-built = time.perf_counter()
-params = module.init_params(0)
-rng = np.random.default_rng(0)
-X = rng.random((64, 8))
-Y = np.eye(4)[rng.integers(0, 4, 64)]
-module.loss_and_grad(params, X, Y)
-module.fit(params, X, Y, epochs=1)
-called = time.perf_counter()
-print(
-    f"import derive {imported - start:.2f}s, generate+import {built - imported:.2f}s, "
-    f"first calls (compile or cache load) {called - built:.2f}s, total {called - start:.2f}s"
-)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = Path(__file__).with_name("w3_tabular.toml")
+    parser.add_argument("spec", nargs="?", default=str(default))
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args = parser.parse_args()
+
+    spec = derive.load_spec(args.spec)
+    t0 = time.perf_counter()
+    module = derive.build(spec)
+    built = time.perf_counter()
+    params = module.init_params(0)
+    rng = np.random.default_rng(0)
+    rows = 256
+    X = rng.random((rows, module.N_INPUT)).astype(module.DTYPE)
+    if module.N_OUTPUT == 1:
+        Y = (rng.random((rows, 1)) < 0.5).astype(module.DTYPE)
+    else:
+        Y = np.eye(module.N_OUTPUT, dtype=module.DTYPE)[
+            rng.integers(0, module.N_OUTPUT, rows)
+        ]
+    module.fit(params, X, Y, epochs=1)
+    called = time.perf_counter()
+    result = {
+        "import_derive_s": imported - start,
+        "generate_import_s": built - t0,
+        "first_call_s": called - built,
+        "build_s": called - t0,  # generate + import + first compile
+        "total_s": called - start,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"import derive {result['import_derive_s']:.2f}s, generate+import "
+            f"{result['generate_import_s']:.2f}s, first fit call (compile or cache load) "
+            f"{result['first_call_s']:.2f}s; build {result['build_s']:.2f}s, "
+            f"total {result['total_s']:.2f}s"
+        )
+
+
+if __name__ == "__main__":
+    main()
