@@ -16,14 +16,35 @@ from .spec import Spec
 Format = Literal["text", "latex", "markdown"]
 
 
-@dataclass(frozen=True)
-class Explanation:
-    """A rendered-on-demand explanation of one derivation."""
+class Rendered:
+    """Something shown as text, Markdown or LaTeX: ``render(fmt)``, ``str()`` and
+    Jupyter display on top of a subclass's ``text``/``markdown``/``latex``."""
 
-    derivation: Derivation
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def markdown(self) -> str:
+        raise NotImplementedError
+
+    def latex(self) -> str:
+        raise NotImplementedError
+
+    def render(self, fmt: Format) -> str:
+        renderers = {"text": self.text, "latex": self.latex, "markdown": self.markdown}
+        return renderers[fmt]()
 
     def __str__(self) -> str:
         return self.text()
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+@dataclass(frozen=True)
+class Explanation(Rendered):
+    """A rendered-on-demand explanation of one derivation."""
+
+    derivation: Derivation
 
     def text(self) -> str:
         return "\n".join(_lines(self.derivation, "text"))
@@ -33,14 +54,6 @@ class Explanation:
 
     def latex(self) -> str:
         return "\n".join(_lines(self.derivation, "latex"))
-
-    def render(self, fmt: Format) -> str:
-        return {"text": self.text, "latex": self.latex, "markdown": self.markdown}[
-            fmt
-        ]()
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
 
     def _repr_latex_(self) -> str:
         return self.latex()

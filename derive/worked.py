@@ -26,9 +26,8 @@ import numpy as np
 import sympy as sp
 
 from .derivation import LSE, Y_HAT, A, ActivationDerivation, Derivation, Y, Z, derive
+from .explain import Format, Rendered
 from .spec import Spec
-
-Format = Literal["text", "latex", "markdown"]
 
 #: Substituted matrices are printed only up to this many entries; larger layers
 #: show the result alone (a 16x32 weight matrix is not readable inline).
@@ -84,7 +83,7 @@ class LossStep:
 
 
 @dataclass(frozen=True, eq=False)
-class WorkedExample:
+class WorkedExample(Rendered):
     """One sample's forward and backward pass with every number and formula.
 
     ``layers[l - 1]`` holds layer ``l``; ``loss`` is the sample's loss and
@@ -123,17 +122,6 @@ class WorkedExample:
 
     def latex(self) -> str:
         return "\n".join(_render(self, "latex")).rstrip() + "\n"
-
-    def render(self, fmt: Format) -> str:
-        return {"text": self.text, "latex": self.latex, "markdown": self.markdown}[
-            fmt
-        ]()
-
-    def __str__(self) -> str:
-        return self.text()
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
 
 
 # --------------------------------------------------------- numeric formulas

@@ -129,7 +129,7 @@ TRAINING = {
 # time several-fold (bench/cold_build.py).
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
     """Forward pass for the m rows of X; fills z_l and a_l (each (m, n_l))."""
     m = X.shape[0]
@@ -174,7 +174,7 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
         lse_rows[i] = top + math.log(total_exp)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
     """Forward pass and the sum over rows of the loss (divide by m for the mean)."""
     m = X.shape[0]
@@ -230,7 +230,7 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _gradients(
     W1,
     b1,
@@ -316,18 +316,21 @@ def _gradients(
             y = Y[i, j]
             delta3[i, j] = (a - y) * inv_m
     # grad_W3 = delta3.T @ a2
+    # (row by row, so the innermost loop runs along contiguous rows)
     for p in range(3):
         for q in range(16):
-            acc = 0.0
-            for i in range(m):
-                acc += delta3[i, p] * a2[i, q]
-            grad_W3[p, q] = acc
+            grad_W3[p, q] = 0.0
+    for i in range(m):
+        for p in range(3):
+            d = delta3[i, p]
+            for q in range(16):
+                grad_W3[p, q] += d * a2[i, q]
     # grad_b3 = sum over rows of delta3
     for p in range(3):
-        acc = 0.0
-        for i in range(m):
-            acc += delta3[i, p]
-        grad_b3[p] = acc
+        grad_b3[p] = 0.0
+    for i in range(m):
+        for p in range(3):
+            grad_b3[p] += delta3[i, p]
     # delta2 = (delta3 @ W3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
     for i in range(m):
         for q in range(16):
@@ -345,10 +348,10 @@ def _gradients(
     np.dot(delta2[:m].T, a1[:m], grad_W2)
     # grad_b2 = sum over rows of delta2
     for p in range(16):
-        acc = 0.0
-        for i in range(m):
-            acc += delta2[i, p]
-        grad_b2[p] = acc
+        grad_b2[p] = 0.0
+    for i in range(m):
+        for p in range(16):
+            grad_b2[p] += delta2[i, p]
     # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
     np.dot(delta2[:m], W2, delta1[:m])
     for i in range(m):
@@ -357,20 +360,36 @@ def _gradients(
             a = a1[i, q]
             delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W1 = delta1.T @ X
+    # (row by row, so the innermost loop runs along contiguous rows)
     for p in range(32):
         for q in range(4):
-            acc = 0.0
-            for i in range(m):
-                acc += delta1[i, p] * X[i, q]
-            grad_W1[p, q] = acc
+            grad_W1[p, q] = 0.0
+    for i in range(m):
+        for p in range(32):
+            d = delta1[i, p]
+            for q in range(4):
+                grad_W1[p, q] += d * X[i, q]
     # grad_b1 = sum over rows of delta1
     for p in range(32):
-        acc = 0.0
-        for i in range(m):
-            acc += delta1[i, p]
-        grad_b1[p] = acc
+        grad_b1[p] = 0.0
+    for i in range(m):
+        for p in range(32):
+            grad_b1[p] += delta1[i, p]
 
     return total
+
+
+@numba.njit(cache=True)
+def _epoch_order(seed, epoch_index, order):
+    """Fills order with the row order of shuffled epoch epoch_index."""
+    # the rows of epoch `epoch_index` in a seeded random order: a Fisher-Yates
+    # shuffle driven by Numba's Mersenne Twister, seeded from (seed, epoch_index)
+    np.random.seed((seed * 2654435761 + epoch_index) & 0xFFFFFFFF)
+    for r in range(order.size):
+        order[r] = r
+    for r in range(order.size - 1, 0, -1):
+        other = np.random.randint(0, r + 1)
+        order[r], order[other] = order[other], order[r]
 
 
 _STATE_SLOTS = 2  # first and second moment estimates
@@ -390,7 +409,9 @@ def _hyper_array(lr):
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(
+    cache=True, error_model="numpy", fastmath={"arcp", "contract", "nsz", "reassoc"}
+)
 def _train(
     W1,
     b1,
@@ -403,7 +424,10 @@ def _train(
     slots,
     X_all,
     Y_all,
-    orders,
+    order,
+    shuffle,
+    seed,
+    first_epoch,
     lrs,
     batch_size,
     clip_norm,
@@ -433,23 +457,36 @@ def _train(
 
     W_l, b_l are views into the flat parameter vector theta and grad_W_l, grad_b_l
     views into grad, so the optimizer updates all parameters in one loop. Epoch e
-    takes the rows of X_all in the order orders[e % len(orders)] with learning rate
-    lrs[e] and stores in totals[e] the sum over rows of the loss at the parameters
+    (first_epoch + e across calls) takes the rows of X_all in a seeded shuffled
+    order (if shuffle; else in order) with learning rate lrs[e] and stores in
+    totals[e] the sum over rows of the loss at the parameters
     each mini-batch saw. All buffers are preallocated by the caller (batch_size
     rows; the last batch of an epoch uses the first m).
     """
     n = X_all.shape[0]
-    beta1 = hyper[1]
-    beta2 = hyper[2]
-    eps = hyper[3]
-    weight_decay = hyper[4]
-    decoupled = hyper[5] != 0.0
+    # hyper-parameters in the module's dtype, so the update loop stays in it
+    beta1 = np.float32(hyper[1])
+    beta2 = np.float32(hyper[2])
+    keep1 = np.float32(1.0 - hyper[1])  # 1 - beta1
+    keep2 = np.float32(1.0 - hyper[2])  # 1 - beta2
+    eps = np.float32(hyper[3])
+    coupled_decay = np.float32(0.0 if hyper[5] != 0.0 else hyper[4])
     moment1 = slots[0]
     moment2 = slots[1]
 
     for epoch in range(lrs.shape[0]):
-        order = orders[epoch % orders.shape[0]]
-        lr = lrs[epoch]
+        if shuffle:
+            epoch_index = first_epoch + epoch
+            # the rows of epoch `epoch_index` in a seeded random order: a Fisher-Yates
+            # shuffle driven by Numba's Mersenne Twister, seeded from (seed, epoch_index)
+            np.random.seed((seed * 2654435761 + epoch_index) & 0xFFFFFFFF)
+            for r in range(order.size):
+                order[r] = r
+            for r in range(order.size - 1, 0, -1):
+                other = np.random.randint(0, r + 1)
+                order[r], order[other] = order[other], order[r]
+
+        lr = np.float32(lrs[epoch])
         total = 0.0
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
@@ -517,18 +554,21 @@ def _train(
                     y = Y[i, j]
                     delta3[i, j] = (a - y) * inv_m
             # grad_W3 = delta3.T @ a2
+            # (row by row, so the innermost loop runs along contiguous rows)
             for p in range(3):
                 for q in range(16):
-                    acc = 0.0
-                    for i in range(m):
-                        acc += delta3[i, p] * a2[i, q]
-                    grad_W3[p, q] = acc
+                    grad_W3[p, q] = 0.0
+            for i in range(m):
+                for p in range(3):
+                    d = delta3[i, p]
+                    for q in range(16):
+                        grad_W3[p, q] += d * a2[i, q]
             # grad_b3 = sum over rows of delta3
             for p in range(3):
-                acc = 0.0
-                for i in range(m):
-                    acc += delta3[i, p]
-                grad_b3[p] = acc
+                grad_b3[p] = 0.0
+            for i in range(m):
+                for p in range(3):
+                    grad_b3[p] += delta3[i, p]
             # delta2 = (delta3 @ W3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
             for i in range(m):
                 for q in range(16):
@@ -546,10 +586,10 @@ def _train(
             np.dot(delta2[:m].T, a1[:m], grad_W2)
             # grad_b2 = sum over rows of delta2
             for p in range(16):
-                acc = 0.0
-                for i in range(m):
-                    acc += delta2[i, p]
-                grad_b2[p] = acc
+                grad_b2[p] = 0.0
+            for i in range(m):
+                for p in range(16):
+                    grad_b2[p] += delta2[i, p]
             # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
             np.dot(delta2[:m], W2, delta1[:m])
             for i in range(m):
@@ -558,18 +598,21 @@ def _train(
                     a = a1[i, q]
                     delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W1 = delta1.T @ X
+            # (row by row, so the innermost loop runs along contiguous rows)
             for p in range(32):
                 for q in range(4):
-                    acc = 0.0
-                    for i in range(m):
-                        acc += delta1[i, p] * X[i, q]
-                    grad_W1[p, q] = acc
+                    grad_W1[p, q] = 0.0
+            for i in range(m):
+                for p in range(32):
+                    d = delta1[i, p]
+                    for q in range(4):
+                        grad_W1[p, q] += d * X[i, q]
             # grad_b1 = sum over rows of delta1
             for p in range(32):
-                acc = 0.0
-                for i in range(m):
-                    acc += delta1[i, p]
-                grad_b1[p] = acc
+                grad_b1[p] = 0.0
+            for i in range(m):
+                for p in range(32):
+                    grad_b1[p] += delta1[i, p]
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
@@ -583,16 +626,17 @@ def _train(
             t = step[0]
             # torch.optim.Adam (AdamW: decoupled decay p *= 1 - lr * weight_decay), bias-corrected:
             # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-            step_size = lr / (1.0 - beta1**t)
-            bias2_sqrt = math.sqrt(1.0 - beta2**t)
+            step_size = np.float32(lr / (1.0 - hyper[1] ** t))
+            bias2_sqrt = np.float32(math.sqrt(1.0 - hyper[2] ** t))
+            decay = (
+                np.float32(1.0 - lr * hyper[4]) if hyper[5] != 0.0 else np.float32(1.0)
+            )
             for k in range(theta.size):
-                g = grad[k]
-                if decoupled:
-                    theta[k] *= 1.0 - lr * weight_decay
-                else:
-                    g = g + weight_decay * theta[k]
-                first = beta1 * moment1[k] + (1.0 - beta1) * g
-                second = beta2 * moment2[k] + (1.0 - beta2) * g * g
+                # (coupled_decay is weight_decay for Adam, 0 for AdamW)
+                g = grad[k] + coupled_decay * theta[k]
+                theta[k] *= decay
+                first = beta1 * moment1[k] + keep1 * g
+                second = beta2 * moment2[k] + keep2 * g * g
                 moment1[k] = first
                 moment2[k] = second
                 theta[k] -= step_size * first / (math.sqrt(second) / bias2_sqrt + eps)
@@ -801,9 +845,9 @@ def _check_state(state, params):
 
 def epoch_order(seed, epoch, n):
     """The row order of shuffled epoch ``epoch`` (0-based, counted across calls)."""
-    return (
-        np.random.default_rng((int(seed), int(epoch))).permutation(n).astype(np.int64)
-    )
+    order = np.empty(int(n), dtype=np.int64)
+    _epoch_order(int(seed), int(epoch), order)
+    return order
 
 
 def schedule_lrs(lr, schedule, first, stop, step_size, gamma, min_lr):
@@ -924,10 +968,9 @@ def fit(
     # params receive it after every call
     theta = np.concatenate([p.reshape(-1) for p in params])
     views = _flat_views(theta)
-    identity = np.arange(n, dtype=np.int64).reshape(1, n)
-    # one epoch per call when something must happen between epochs; otherwise
-    # as many epochs as fit in about 32 MB of row orders
-    per_call = 1 if (X_val is not None or patience or callback) else max(1, 2**22 // n)
+    order = np.arange(n, dtype=np.int64)
+    # one epoch per call when something must happen between epochs, else all
+    per_call = 1 if (X_val is not None or patience or callback) else epochs
     history = {"loss": [], "lr": []}
     if X_val is not None:
         history["val_loss"] = []
@@ -937,33 +980,28 @@ def fit(
     done = 0
     while done < epochs and not stopped:
         count = min(per_call, epochs - done)
-        if shuffle:
-            orders = np.stack(
-                [epoch_order(seed, first + done + e, n) for e in range(count)]
-            )
-        else:
-            orders = identity
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *views, theta, work.grad, tuple(state["buffers"]), X, Y, orders,
-            lrs[done : done + count], batch_size, clip_norm, hyper, state["step"],
+            *views, theta, work.grad, tuple(state["buffers"]), X, Y, order,
+            bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
+            clip_norm, hyper, state["step"],
             totals, work.Xb, work.Yb, *work.acts, *work.deltas, *work.grads,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         for p, trained in zip(params, views, strict=True):
             p[...] = trained
         state["epoch"][0] += count
-        history["loss"].extend(totals / n)
-        history["lr"].extend(lrs[done : done + count])
+        history["loss"].append(totals / n)  # chunks, joined at the end
+        history["lr"].append(lrs[done : done + count])
         done += count
         if per_call > 1:
             continue
         epoch = first + done - 1  # counted across calls, like the row orders and lrs
         logs = {
             "epoch": epoch,
-            "loss": history["loss"][-1],
-            "lr": history["lr"][-1],
+            "loss": float(history["loss"][-1][-1]),
+            "lr": float(history["lr"][-1][-1]),
             "samples_per_s": n / max(elapsed, 1e-9),
         }
         if X_val is not None:
@@ -986,7 +1024,10 @@ def fit(
     if best_params is not None and best_epoch != done - 1:
         for p, kept in zip(params, _flat_views(best_params), strict=True):
             p[...] = kept
-    result = {key: np.asarray(values) for key, values in history.items()}
+    result = {
+        key: np.concatenate(values) if key in ("loss", "lr") else np.asarray(values)
+        for key, values in history.items()
+    }
     result["best_epoch"] = best_epoch
     result["stopped_early"] = stopped
     return result

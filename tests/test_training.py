@@ -139,3 +139,32 @@ def test_fit_resumes_with_state():
     module.fit(twice, X, Y, epochs=3, batch_size=5, shuffle=False, state=state)
     for a, b in zip(once, twice, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("head", "loss"),
+    [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy")],
+)
+def test_float32_training_loop_is_stable_at_logits_of_1000(head, loss):
+    """float32 training loops compile with fast-math flags (no nnan/ninf): with
+    logits near +-1000 the epoch loss must stay finite and equal the float64
+    module's exact loss at the same parameters (full batch, one epoch)."""
+    units = 3 if head == "softmax" else 1
+    sizes, acts = [2, 4, units], ["tanh", head]
+    fast = derive.build(make_spec(f"huge32_{head}", sizes, acts, loss, "float32"))
+    exact = derive.build(make_spec(f"huge64_{head}", sizes, acts, loss, "float64"))
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(16, 2))
+    if head == "softmax":
+        Y = np.eye(3)[rng.integers(0, 3, 16)]
+    else:
+        Y = rng.integers(0, 2, (16, 1)).astype(float)
+    params64 = exact.init_params(0)
+    params64[2] *= 1000.0 / np.abs(params64[2]).max()  # |logits| up to ~1000
+    params32 = [p.astype(np.float32) for p in params64]
+    want = exact.loss(params64, X, Y)
+    assert want > 100.0  # the logits really are extreme
+    history = fast.fit(params32, X, Y, epochs=1, batch_size=16, lr=1e-6, shuffle=False)
+    assert np.isfinite(history["loss"][0])
+    assert history["loss"][0] == pytest.approx(want, rel=1e-5)
+    assert all(np.all(np.isfinite(p)) for p in params32)

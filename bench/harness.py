@@ -1,0 +1,359 @@
+"""One implementation's measurements, run in its own process by run.py.
+
+    python bench/harness.py derive|numpy|pytorch|jax [--quick] [--scaling] --out F.json
+
+Each implementation gets a fresh process so that no other library's thread pool
+(PyTorch's OpenMP, XLA's Eigen pool, OpenBLAS) is alive or spinning next to it.
+For every workload: check the loss after the first few steps against the generated
+module's (shuffle off), then warm up, calibrate the epoch count to a target time
+and time >= 5 repeats; the median throughput is reported. The derive worker also
+measures the float32 GEMM rate, the GEMM bound of W4 and float64 throughput.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = int(os.environ.get("DERIVE_BENCH_THREADS", "2"))  # run.py --threads
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that pins BLAS, OpenMP, Numba and XLA to ``threads`` threads;
+    read when the libraries load, so set before any of them is imported."""
+    n = str(threads)
+    eigen = "true" if threads > 1 else "false"
+    return {
+        "DERIVE_BENCH_THREADS": n,
+        "OMP_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "NUMBA_NUM_THREADS": n,
+        "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={eigen} "
+        f"intra_op_parallelism_threads={n}",
+    }
+
+
+for _key, _value in thread_env(THREADS).items():
+    os.environ.setdefault(_key, _value)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import numpy as np  # noqa: E402
+from workloads import BY_KEY, WORKLOADS, init_params, ref_file  # noqa: E402
+
+IMPLS = {
+    "derive": "impl_derive",
+    "numpy": "impl_numpy",
+    "pytorch": "impl_torch",
+    "jax": "impl_jax",
+}
+CHECK_RTOL = 2e-4  # float32: a few steps of different summation orders
+SCALING_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
+SCALING_WIDTHS = (32, 64, 128, 256, 512, 1024)
+SCALING_QUICK = ((16, 128, 1024), (32, 128, 1024))
+
+
+_START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(
+        f"{time.perf_counter() - _START:6.1f}s {message}", file=sys.stderr, flush=True
+    )
+
+
+def pin_threads(impl_module) -> None:
+    """Everyone gets the same 2 cores (the env vars above cover BLAS, OpenMP, Numba
+    and XLA; PyTorch is told directly)."""
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[:THREADS]
+        os.sched_setaffinity(0, cpus)
+    if impl_module.NAME == "pytorch":
+        import torch
+
+        torch.set_num_threads(THREADS)
+
+
+# ------------------------------------------------------------------ agreement
+def check_run(workload, n: int) -> tuple[int, int]:
+    """(rows, epochs) of the agreement run: 3 batches x 2 epochs; W1 5 steps."""
+    rows = min(n, 3 * workload.batch_size)
+    return rows, (5 if rows <= workload.batch_size else 2)
+
+
+def reference(workload, params, X, Y) -> dict:
+    """The generated module's agreement run: per-epoch losses and final params."""
+    import impl_derive
+
+    rows, epochs = check_run(workload, len(X))
+    ref = impl_derive.Trainer(workload, params, X[:rows], Y[:rows], shuffle=False)
+    return {"losses": ref.fit(epochs), "final": ref.get_params()}
+
+
+def save_reference(workload, params, ref: dict | None = None) -> None:
+    path = ref_file(workload)
+    if path is None or (ref is None and path.exists()):
+        return
+    arrays = {f"init_{i}": p for i, p in enumerate(params)}
+    if ref is not None:
+        arrays.update({f"final_{i}": p for i, p in enumerate(ref["final"])})
+        arrays["losses"] = ref["losses"]
+    np.savez(path, **arrays)
+
+
+def load_reference(workload) -> dict | None:
+    path = ref_file(workload)
+    if path is None or not path.exists():
+        return None
+    with np.load(path) as saved:
+        if "losses" not in saved.files:
+            return None
+        count = sum(1 for k in saved.files if k.startswith("final_"))
+        return {
+            "losses": saved["losses"],
+            "final": [saved[f"final_{i}"] for i in range(count)],
+        }
+
+
+def check(impl, workload, params, X, Y) -> dict:
+    """Loss after the first few steps (shuffle off) against the generated module's.
+
+    Compares the per-epoch losses of a short run on the first three batches (W1:
+    five full-batch steps) and the full-data loss (float64 NumPy) at the
+    parameters each implementation ends with.
+    """
+    import impl_numpy
+
+    ref = load_reference(workload) or reference(workload, params, X, Y)
+    rows, epochs = check_run(workload, len(X))
+    got = impl.Trainer(workload, params, X[:rows], Y[:rows], shuffle=False)
+    got_losses = got.fit(epochs)
+    ref_after = impl_numpy.mean_loss(workload, ref["final"], X, Y)
+    got_after = impl_numpy.mean_loss(workload, got.get_params(), X, Y)
+    ref_all = np.append(ref["losses"], ref_after)
+    got_all = np.append(got_losses, got_after)
+    rel = float(np.max(np.abs(got_all - ref_all) / np.maximum(np.abs(ref_all), 1e-6)))
+    return {
+        "ok": bool(rel <= CHECK_RTOL),
+        "max_rel_diff": rel,
+        "steps": epochs * -(-rows // workload.batch_size),
+        "ref_loss": float(ref_after),
+        "loss": float(got_after),
+    }
+
+
+# --------------------------------------------------------------------- timing
+def _timed(trainer, epochs: int) -> float:
+    start = time.perf_counter()
+    trainer.fit(epochs)
+    return time.perf_counter() - start
+
+
+def measure(trainer, per_epoch: int, target_s: float, repeats: int, e0: int) -> dict:
+    """Median throughput of ``repeats`` timed fit calls of a calibrated epoch count.
+
+    The first call at each epoch count is a warm-up (JIT compilation: JAX compiles
+    one program per epoch count, the generated module once per process).
+    """
+    epochs = e0
+    trainer.fit(epochs)
+    elapsed = _timed(trainer, epochs)
+    while elapsed < target_s / 20 and epochs < 10**7:
+        epochs *= int(min(1000, max(10, target_s / 4 / max(elapsed, 1e-6))))
+        trainer.fit(epochs)
+        elapsed = _timed(trainer, epochs)
+    calibrated = max(1, round(epochs * target_s / elapsed))
+    times = []
+    if calibrated == epochs:
+        times.append(elapsed)  # already warm at this count: the first repeat
+    else:
+        epochs = calibrated
+        trainer.fit(epochs)
+    times += [_timed(trainer, epochs) for _ in range(repeats - len(times))]
+    rates = [epochs * per_epoch / t for t in times]
+    return {
+        "rate": statistics.median(rates),
+        "rates": rates,
+        "epochs": epochs,
+        "seconds": statistics.median(times),
+    }
+
+
+def run_workload(impl, workload, target_s, repeats, *, with_check=True) -> dict:
+    X, Y = workload.make_data()
+    params = init_params(workload)
+    result: dict = {}
+    if impl.NAME == "derive" and with_check:
+        save_reference(workload, params, reference(workload, params, X, Y))
+    elif with_check:
+        result["check"] = check(impl, workload, params, X, Y)
+    trainer = impl.Trainer(workload, params, X, Y, shuffle=workload.shuffle)
+    e0 = 10 if workload.unit == "steps/s" else 1
+    result.update(measure(trainer, workload.per_epoch(), target_s, repeats, e0))
+    return result
+
+
+# ----------------------------------------------------------------------- GEMM
+def gemm_probe(workload, repeats: int) -> dict:
+    """float32 GEMM rate on the GEMMs of one training step of ``workload``.
+
+    Times the step's actual products (forward 2P, weight gradients 2P, input
+    gradients 2P except the first layer; P = weights) with preallocated outputs,
+    through NumPy's np.dot and through Numba's np.dot (SciPy's BLAS, what the
+    generated module calls). The GEMM bound is batch / (time of those products).
+    """
+    import numba
+
+    B, sizes = workload.batch_size, workload.sizes
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    Ws = [arr(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
+    acts = [arr(B, s) for s in sizes]  # a0 = X, a1, ...
+    deltas = [arr(B, s) for s in sizes[1:]]
+    grads = [np.empty_like(W) for W in Ws]
+    backs = [np.empty((B, s), np.float32) for s in sizes[:-1]]
+    zs = [np.empty((B, s), np.float32) for s in sizes[1:]]
+    P = sum(W.size for W in Ws)
+    flops = 2 * B * (P + P + (P - Ws[0].size))
+
+    def numpy_step():
+        for i, W in enumerate(Ws):
+            np.dot(acts[i], W.T, out=zs[i])
+            np.dot(deltas[i].T, acts[i], out=grads[i])
+            if i:
+                np.dot(deltas[i], W, out=backs[i])
+
+    @numba.njit
+    def numba_gemm(a, b, out):
+        np.dot(a, b, out)
+
+    def numba_step():
+        for i, W in enumerate(Ws):
+            numba_gemm(acts[i], W.T, zs[i])
+            numba_gemm(deltas[i].T, acts[i], grads[i])
+            if i:
+                numba_gemm(deltas[i], W, backs[i])
+
+    def best_rate(step):
+        step()
+        inner = 20
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(inner):
+                step()
+            times.append((time.perf_counter() - start) / inner)
+        return flops / statistics.median(times)
+
+    square = arr(1024, 1024)
+    out = np.empty_like(square)
+    np.dot(square, square, out=out)
+    start = time.perf_counter()
+    for _ in range(10):
+        np.dot(square, square, out=out)
+    square_rate = 10 * 2 * 1024**3 / (time.perf_counter() - start)
+    rate_numpy, rate_numba = best_rate(numpy_step), best_rate(numba_step)
+    rate = max(rate_numpy, rate_numba)
+    return {
+        "weights": P,
+        "flops_per_sample": flops / B,
+        "gflops_numpy": rate_numpy / 1e9,
+        "gflops_numba": rate_numba / 1e9,
+        "gflops_square_1024": square_rate / 1e9,
+        "bound": rate / (flops / B),  # samples/s at the faster of the two
+    }
+
+
+# -------------------------------------------------------------------- scaling
+def scaling(impl, quick: bool, target_s: float, repeats: int) -> list[dict]:
+    """Throughput of W3's shape over batch size (width 128) and hidden width
+    (batch 128)."""
+    base = BY_KEY["W3"]
+    batches, widths = SCALING_QUICK if quick else (SCALING_BATCHES, SCALING_WIDTHS)
+    points = [("batch", b, base, b) for b in batches]
+    points += [("width", w, base.variant(hidden=w), None) for w in widths]
+    X, Y = base.make_data()
+    out = []
+    for axis, value, workload, batch in points:
+        try:
+            params = init_params(workload)
+            if impl.NAME == "derive":
+                save_reference(workload, params)
+            trainer = impl.Trainer(
+                workload, params, X, Y, shuffle=False, batch_size=batch
+            )
+            res = measure(trainer, len(X), target_s, repeats, 1)
+            out.append({"axis": axis, "value": value, "rate": res["rate"]})
+            log(f"  scaling {impl.NAME} {axis}={value}: {res['rate']:,.0f} samples/s")
+        except Exception as exc:  # a point that fails is left out of the chart
+            log(f"  scaling {impl.NAME} {axis}={value} failed: {exc!r}")
+    return out
+
+
+# ----------------------------------------------------------------------- main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("impl", choices=sorted(IMPLS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--workloads", default=",".join(w.key for w in WORKLOADS))
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    impl = importlib.import_module(IMPLS[args.impl])
+    result: dict = {"impl": impl.NAME, "version": impl.version(), "workloads": {}}
+    if result["version"] is None:
+        result["error"] = "not installed"
+        _write(args.out, result)
+        return
+    pin_threads(impl)
+    target_s, repeats = (0.08, 5) if args.quick else (0.5, 7)
+    keys = args.workloads.split(",")
+    for key in keys:
+        workload = BY_KEY[key]
+        try:
+            res = run_workload(impl, workload, target_s, repeats)
+        except Exception as exc:
+            traceback.print_exc()
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        result["workloads"][key] = res
+        if "rate" in res:
+            flag = "" if res.get("check", {}).get("ok", True) else "  CHECK FAILED"
+            log(
+                f"  {impl.NAME} {workload.label}: {res['rate']:,.0f} {workload.unit}{flag}"
+            )
+        else:
+            log(f"  {impl.NAME} {workload.label}: {res['error']}")
+    if impl.NAME == "derive":
+        try:
+            result["gemm"] = gemm_probe(BY_KEY["W4"], repeats)
+            log(f"  GEMM W4 step: {result['gemm']['gflops_numba']:.0f} GFLOP/s (Numba)")
+            result["float64"] = {}
+            for key in [k for k in ("W3", "W4") if k in keys]:
+                workload = BY_KEY[key].variant(dtype="float64")
+                res = run_workload(impl, workload, target_s, repeats, with_check=False)
+                result["float64"][key] = res
+                log(f"  derive float64 {workload.label}: {res['rate']:,.0f} samples/s")
+        except Exception:
+            traceback.print_exc()
+    if args.scaling and impl.NAME in ("derive", "pytorch", "jax"):
+        result["scaling"] = scaling(impl, args.quick, target_s / 2, 5)
+    _write(args.out, result)
+
+
+def _write(path: str, result: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

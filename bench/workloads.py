@@ -1,0 +1,219 @@
+"""The four workloads of issue 6: their specs (bench/w*.toml) and seeded data.
+
+Every implementation reads the architecture, loss, optimizer and batch size from
+the same spec, starts from the generated module's ``init_params(seed)`` and trains
+on the same arrays, so the only difference between them is the training code.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+INIT_SEED = 0  # init_params(seed) of every workload
+
+
+def xor_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    del n, seed  # the four rows of the truth table
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    return X, Y
+
+
+def circles_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two noisy concentric circles (radius 1 and 0.5, noise 0.1), label 1 inside."""
+    rng = np.random.default_rng(seed)
+    inner = rng.random(n) < 0.5
+    angle = rng.uniform(0.0, 2.0 * np.pi, n)
+    radius = np.where(inner, 0.5, 1.0)
+    X = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    X += 0.1 * rng.standard_normal((n, 2))
+    return X, inner.astype(np.float64).reshape(-1, 1)
+
+
+def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    return np.eye(classes)[labels]
+
+
+def tabular_data(
+    n: int, seed: int, features: int = 64, classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian features; labels from a random linear teacher plus noise (one-hot)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, features))
+    teacher = rng.standard_normal((features, classes)) / np.sqrt(features)
+    logits = X @ teacher + 0.5 * rng.standard_normal((n, classes))
+    return X, _one_hot(logits.argmax(axis=1), classes)
+
+
+def mnist_like_data(
+    n: int, seed: int, features: int = 784, classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels in [0, 1]: a sparse random prototype per class plus noise (one-hot)."""
+    rng = np.random.default_rng(seed)
+    prototypes = (rng.random((classes, features)) < 0.2).astype(np.float64)
+    labels = rng.integers(0, classes, n)
+    X = prototypes[labels] + 0.3 * rng.standard_normal((n, features))
+    return np.clip(X, 0.0, 1.0), _one_hot(labels, classes)
+
+
+DATA = {
+    "xor": xor_data,
+    "circles": circles_data,
+    "tabular": tabular_data,
+    "mnist_like": mnist_like_data,
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark: a spec file, a data generator and what throughput means."""
+
+    key: str  # "W1"
+    title: str
+    spec_file: str  # relative to bench/
+    data: str  # key of DATA
+    n_samples: int
+    data_seed: int
+    unit: str = "samples/s"  # or "steps/s" (W1: one full-batch step per epoch)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- the spec
+    @functools.cached_property
+    def spec_data(self) -> dict[str, Any]:
+        """The spec as plain data, with this variant's overrides applied."""
+        data = tomllib.loads((HERE / self.spec_file).read_text(encoding="utf-8"))
+        data = copy.deepcopy(data)
+        if "dtype" in self.overrides:
+            data["dtype"] = self.overrides["dtype"]
+        if "hidden" in self.overrides:
+            for layer in data["layers"][:-1]:
+                layer["units"] = self.overrides["hidden"]
+        suffix = "".join(f"_{k}{v}" for k, v in sorted(self.overrides.items()))
+        data["name"] = data["name"] + suffix
+        return data
+
+    def spec(self):
+        import derive
+
+        return derive.spec_from_dict(
+            copy.deepcopy(self.spec_data), source=self.spec_file
+        )
+
+    def variant(self, **overrides: Any) -> Workload:
+        """The same workload with another dtype (``dtype="float64"``) or hidden
+        width (``hidden=512``)."""
+        merged = {**self.overrides, **overrides}
+        return Workload(
+            self.key, self.title, self.spec_file, self.data, self.n_samples,
+            self.data_seed, self.unit, merged,
+        )  # fmt: skip
+
+    # ------------------------------------------------- what the spec says, flat
+    @property
+    def sizes(self) -> list[int]:
+        d = self.spec_data
+        return [d["input"]] + [layer["units"] for layer in d["layers"]]
+
+    @property
+    def activations(self) -> list[str]:
+        return [layer["activation"] for layer in self.spec_data["layers"]]
+
+    @property
+    def loss(self) -> str:
+        return self.spec_data["loss"]["name"]
+
+    @property
+    def optimizer(self) -> str:
+        return self.spec_data["optimizer"]["name"]
+
+    @property
+    def lr(self) -> float:
+        return float(self.spec_data["optimizer"]["lr"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.spec_data["training"]["batch_size"])
+
+    @property
+    def shuffle(self) -> bool:
+        return bool(self.spec_data["training"]["shuffle"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec_data["training"]["seed"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.spec_data.get("dtype", "float64"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.key} {self.title}"
+
+    def make_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X, Y) as C-contiguous arrays of the spec's dtype."""
+        X, Y = DATA[self.data](self.n_samples, self.data_seed)
+        return (
+            np.ascontiguousarray(X, dtype=self.dtype),
+            np.ascontiguousarray(Y, dtype=self.dtype),
+        )
+
+    def per_epoch(self) -> int:
+        """Throughput units in one epoch: samples, or steps for W1."""
+        if self.unit == "steps/s":
+            return -(-self.n_samples // self.batch_size)
+        return self.n_samples
+
+
+WORKLOADS = [
+    Workload("W1", "xor 2-4-1", "w1_xor.toml", "xor", 4, 0, unit="steps/s"),
+    Workload("W2", "circles 2-16-16-1", "w2_circles.toml", "circles", 1000, 2),
+    Workload("W3", "tabular 64-128-128-10", "w3_tabular.toml", "tabular", 8192, 3),
+    Workload(
+        "W4", "mnist-like 784-256-256-10", "w4_mnist_like.toml", "mnist_like", 8192, 4
+    ),
+]
+BY_KEY = {w.key: w for w in WORKLOADS}
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Rows of global epoch ``epoch`` when the NumPy, PyTorch and JAX runs shuffle.
+
+    The generated module shuffles inside its jitted loop with Numba's generator,
+    so its order differs; that changes no timing, and the loss check before
+    timing runs unshuffled."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+REF_DIR_ENV = "DERIVE_BENCH_REF"  # where the derive worker leaves init params
+
+
+def ref_file(workload: Workload) -> Path | None:
+    """The .npz the derive worker writes for ``workload`` (init params, check run)."""
+    directory = os.environ.get(REF_DIR_ENV)
+    return Path(directory) / f"{workload.spec_data['name']}.npz" if directory else None
+
+
+def init_params(workload: Workload) -> list[np.ndarray]:
+    """The shared initial weights: the generated module's ``init_params(0)``.
+
+    Read from the derive worker's file when there is one, so the other workers
+    need neither derive nor Numba in their process.
+    """
+    path = ref_file(workload)
+    if path is not None and path.exists():
+        with np.load(path) as saved:
+            count = sum(1 for k in saved.files if k.startswith("init_"))
+            return [saved[f"init_{i}"] for i in range(count)]
+    import derive
+
+    return derive.build(workload.spec()).init_params(INIT_SEED)
