@@ -404,6 +404,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     spec = parse_spec(_example_text(DEMO_SPEC), f"examples/{DEMO_SPEC}.toml")
     out_dir: Path = args.out_dir
     paths = {
+        "spec": out_dir / f"{spec.name}.toml",
         "data": out_dir / f"{spec.name}.csv",
         "model": out_dir / f"{spec.name}.npz",
         "curve": out_dir / f"{spec.name}_learning_curve.png",
@@ -411,7 +412,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     }
     X, y = two_circles()
     data_text = _table_csv(X, y)
-    _check_demo_outputs(paths, data_text, force=args.force)
+    texts = {"spec": spec.to_toml(), "data": data_text}
+    _check_demo_outputs(paths, texts, force=args.force)
 
     n_test = X.shape[0] // 5
     X_train, y_train = X[:-n_test], y[:-n_test]
@@ -443,6 +445,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .generate import atomic_write
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(paths["spec"], texts["spec"])
     atomic_write(paths["data"], data_text)
     network.save(paths["model"])
     learning_curve(
@@ -457,10 +460,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"learning curve:    {paths['curve']}")
     print(f"decision boundary: {paths['boundary']}")
-    print(f"model: {paths['model']}, data: {paths['data']}")
+    print(f"model: {paths['model']}, data: {paths['data']}, spec: {paths['spec']}")
     print(
         "the derivation with this network's numbers for one point:\n"
-        f"  derive explain examples/{spec.name}.toml --weights {paths['model']} "
+        f"  derive explain {paths['spec']} --weights {paths['model']} "
         f"--data {paths['data']} --sample 0"
     )
     print(f"done in {time.perf_counter() - started:.1f} s")
@@ -474,7 +477,9 @@ def _table_csv(X: np.ndarray, y: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_demo_outputs(paths: dict[str, Path], data_text: str, *, force: bool) -> None:
+def _check_demo_outputs(
+    paths: dict[str, Path], texts: dict[str, str], *, force: bool
+) -> None:
     """The demo replaces only files it wrote itself (or anything with --force)."""
     from .network import MODEL_FORMAT
     from .plots import written_by_derive
@@ -484,8 +489,8 @@ def _check_demo_outputs(paths: dict[str, Path], data_text: str, *, force: bool) 
             continue
         if path.is_dir():
             raise DeriveError(f"{path} is a directory; choose another --out-dir")
-        if kind == "data":
-            ours = path.read_text(encoding="utf-8", errors="replace") == data_text
+        if kind in texts:
+            ours = path.read_text(encoding="utf-8", errors="replace") == texts[kind]
         elif kind == "model":
             ours = _is_model_file(path, MODEL_FORMAT)
         else:

@@ -350,6 +350,12 @@ def test_demo_trains_and_draws(tmp_path, capsys):
     assert (out_dir / "two_circles.npz").is_file() and (
         out_dir / "two_circles.csv"
     ).is_file()
+    # the explain command it prints works from any folder: it names the spec
+    # the demo wrote, not a file of the source checkout
+    command = re.search(r"derive explain (.*)", out).group(1).split()
+    assert command[0] == str(out_dir / "two_circles.toml")
+    code, worked, _ = run(capsys, "explain", *command)
+    assert code == 0 and "sample 0" in worked and "grad_W1" in worked
     assert (
         run(capsys, "demo", "--out-dir", str(out_dir), "--quiet")[0] == 0
     )  # its own files
