@@ -151,6 +151,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (3 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -160,6 +163,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -169,6 +175,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
 
@@ -184,6 +193,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (3 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -193,6 +205,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -202,6 +217,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -252,6 +270,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (3 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -261,6 +282,9 @@ def _gradients(
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -270,6 +294,9 @@ def _gradients(
             for k in range(3):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -309,6 +336,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta3[i, p] * W3[p, q]
+            delta2[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(3):
+            back = delta2[i, q]
             a = a2[i, q]
             delta2[i, q] = back * (-a * (a - 1.0))
     # grad_W2 = delta2.T @ a1
@@ -333,6 +364,10 @@ def _gradients(
             back = 0.0
             for p in range(3):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(3):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * (-a * (a - 1.0))
     # grad_W1 = delta1.T @ X
@@ -475,6 +510,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(3):
+                    z = z1[i, j]
                     a1[i, j] = _sigmoid(z)
             # z2 = a1 @ W2.T + b2   (3 units)
             # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -484,6 +522,9 @@ def _train(
                     for k in range(3):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(3):
+                    z = z2[i, j]
                     a2[i, j] = _sigmoid(z)
             # z3 = a2 @ W3.T + b3   (1 units)
             # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -493,6 +534,9 @@ def _train(
                     for k in range(3):
                         z += W3[j, k] * a2[i, k]
                     z3[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z3[i, j]
                     a3[i, j] = _sigmoid(z)
 
             # l = (a - y)**2/2   (quadratic, per output element)
@@ -531,6 +575,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta3[i, p] * W3[p, q]
+                    delta2[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(3):
+                    back = delta2[i, q]
                     a = a2[i, q]
                     delta2[i, q] = back * (-a * (a - 1.0))
             # grad_W2 = delta2.T @ a1
@@ -555,6 +603,10 @@ def _train(
                     back = 0.0
                     for p in range(3):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(3):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * (-a * (a - 1.0))
             # grad_W1 = delta1.T @ X

@@ -157,6 +157,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -166,6 +169,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -175,6 +181,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
 
@@ -190,6 +199,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -199,6 +211,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -208,6 +223,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -258,6 +276,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -267,6 +288,9 @@ def _gradients(
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -276,6 +300,9 @@ def _gradients(
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -315,6 +342,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta3[i, p] * W3[p, q]
+            delta2[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(2):
+            back = delta2[i, q]
             a = a2[i, q]
             delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W2 = delta2.T @ a1
@@ -339,6 +370,10 @@ def _gradients(
             back = 0.0
             for p in range(2):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(3):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W1 = delta1.T @ X
@@ -481,6 +516,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(3):
+                    z = z1[i, j]
                     a1[i, j] = (z) if (z > 0.0) else (0.0)
             # z2 = a1 @ W2.T + b2   (2 units)
             # a2 = relu(z2) = (z if z > 0 else 0)
@@ -490,6 +528,9 @@ def _train(
                     for k in range(3):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(2):
+                    z = z2[i, j]
                     a2[i, j] = (z) if (z > 0.0) else (0.0)
             # z3 = a2 @ W3.T + b3   (1 units)
             # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -499,6 +540,9 @@ def _train(
                     for k in range(2):
                         z += W3[j, k] * a2[i, k]
                     z3[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z3[i, j]
                     a3[i, j] = _sigmoid(z)
 
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
@@ -537,6 +581,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta3[i, p] * W3[p, q]
+                    delta2[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(2):
+                    back = delta2[i, q]
                     a = a2[i, q]
                     delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W2 = delta2.T @ a1
@@ -561,6 +609,10 @@ def _train(
                     back = 0.0
                     for p in range(2):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(3):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W1 = delta1.T @ X

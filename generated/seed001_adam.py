@@ -156,6 +156,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -165,6 +168,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -174,6 +180,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
 
@@ -189,6 +198,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -198,6 +210,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -207,6 +222,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -257,6 +275,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -266,6 +287,9 @@ def _gradients(
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -275,6 +299,9 @@ def _gradients(
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -314,6 +341,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta3[i, p] * W3[p, q]
+            delta2[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(2):
+            back = delta2[i, q]
             a = a2[i, q]
             delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W2 = delta2.T @ a1
@@ -338,6 +369,10 @@ def _gradients(
             back = 0.0
             for p in range(2):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(3):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W1 = delta1.T @ X
@@ -485,6 +520,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(3):
+                    z = z1[i, j]
                     a1[i, j] = (z) if (z > 0.0) else (0.0)
             # z2 = a1 @ W2.T + b2   (2 units)
             # a2 = relu(z2) = (z if z > 0 else 0)
@@ -494,6 +532,9 @@ def _train(
                     for k in range(3):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(2):
+                    z = z2[i, j]
                     a2[i, j] = (z) if (z > 0.0) else (0.0)
             # z3 = a2 @ W3.T + b3   (1 units)
             # a3 = sigmoid(z3) = 1/(1 + exp(-z))
@@ -503,6 +544,9 @@ def _train(
                     for k in range(2):
                         z += W3[j, k] * a2[i, k]
                     z3[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z3[i, j]
                     a3[i, j] = _sigmoid(z)
 
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
@@ -541,6 +585,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta3[i, p] * W3[p, q]
+                    delta2[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(2):
+                    back = delta2[i, q]
                     a = a2[i, q]
                     delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W2 = delta2.T @ a1
@@ -565,6 +613,10 @@ def _train(
                     back = 0.0
                     for p in range(2):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(3):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W1 = delta1.T @ X

@@ -142,6 +142,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -151,6 +154,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = identity(z3) = z
@@ -160,6 +166,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = z
 
 
@@ -175,6 +184,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -184,6 +196,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = identity(z3) = z
@@ -193,6 +208,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = z
 
     total = 0.0
@@ -243,6 +261,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(3):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (2 units)
     # a2 = relu(z2) = (z if z > 0 else 0)
@@ -252,6 +273,9 @@ def _gradients(
             for k in range(3):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z2[i, j]
             a2[i, j] = (z) if (z > 0.0) else (0.0)
     # z3 = a2 @ W3.T + b3   (1 units)
     # a3 = identity(z3) = z
@@ -261,6 +285,9 @@ def _gradients(
             for k in range(2):
                 z += W3[j, k] * a2[i, k]
             z3[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z3[i, j]
             a3[i, j] = z
 
     total = 0.0
@@ -300,6 +327,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta3[i, p] * W3[p, q]
+            delta2[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(2):
+            back = delta2[i, q]
             a = a2[i, q]
             delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W2 = delta2.T @ a1
@@ -324,6 +355,10 @@ def _gradients(
             back = 0.0
             for p in range(2):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(3):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
     # grad_W1 = delta1.T @ X
@@ -466,6 +501,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(3):
+                    z = z1[i, j]
                     a1[i, j] = (z) if (z > 0.0) else (0.0)
             # z2 = a1 @ W2.T + b2   (2 units)
             # a2 = relu(z2) = (z if z > 0 else 0)
@@ -475,6 +513,9 @@ def _train(
                     for k in range(3):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(2):
+                    z = z2[i, j]
                     a2[i, j] = (z) if (z > 0.0) else (0.0)
             # z3 = a2 @ W3.T + b3   (1 units)
             # a3 = identity(z3) = z
@@ -484,6 +525,9 @@ def _train(
                     for k in range(2):
                         z += W3[j, k] * a2[i, k]
                     z3[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z3[i, j]
                     a3[i, j] = z
 
             # l = (a - y)**2/2   (quadratic, per output element)
@@ -522,6 +566,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta3[i, p] * W3[p, q]
+                    delta2[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(2):
+                    back = delta2[i, q]
                     a = a2[i, q]
                     delta2[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W2 = delta2.T @ a1
@@ -546,6 +594,10 @@ def _train(
                     back = 0.0
                     for p in range(2):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(3):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * ((1.0) if (a > 0.0) else (0.0))
             # grad_W1 = delta1.T @ X

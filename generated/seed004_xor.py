@@ -141,6 +141,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -150,6 +153,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
 
@@ -165,6 +171,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -174,6 +183,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -217,6 +229,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -226,6 +241,9 @@ def _gradients(
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -265,6 +283,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(2):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * (-a * (a - 1.0))
     # grad_W1 = delta1.T @ X
@@ -400,6 +422,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(2):
+                    z = z1[i, j]
                     a1[i, j] = _sigmoid(z)
             # z2 = a1 @ W2.T + b2   (1 units)
             # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -409,6 +434,9 @@ def _train(
                     for k in range(2):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z2[i, j]
                     a2[i, j] = _sigmoid(z)
 
             # l = (a - y)**2/2   (quadratic, per output element)
@@ -447,6 +475,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(2):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * (-a * (a - 1.0))
             # grad_W1 = delta1.T @ X

@@ -141,6 +141,9 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(4):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(32):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
     np.dot(a1[:m], W2.T, z2[:m])
@@ -186,6 +189,9 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             for k in range(4):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(32):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
     np.dot(a1[:m], W2.T, z2[:m])
@@ -267,6 +273,9 @@ def _gradients(
             for k in range(4):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(32):
+            z = z1[i, j]
             a1[i, j] = (z) if (z > 0.0) else (0.0)
     # z2 = a1 @ W2.T + b2   (16 units)
     np.dot(a1[:m], W2.T, z2[:m])
@@ -337,6 +346,10 @@ def _gradients(
             back = 0.0
             for p in range(3):
                 back += delta3[i, p] * W3[p, q]
+            delta2[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(16):
+            back = delta2[i, q]
             z = z2[i, q]
             t0 = 1.4142135623730951 * z
             delta2[i, q] = back * (
@@ -355,6 +368,7 @@ def _gradients(
     # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
     np.dot(delta2[:m], W2, delta1[:m])
     for i in range(m):
+        # times f' in a pass of its own, so it vectorizes
         for q in range(32):
             back = delta1[i, q]
             a = a1[i, q]
@@ -506,6 +520,9 @@ def _train(
                     for k in range(4):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(32):
+                    z = z1[i, j]
                     a1[i, j] = (z) if (z > 0.0) else (0.0)
             # z2 = a1 @ W2.T + b2   (16 units)
             np.dot(a1[:m], W2.T, z2[:m])
@@ -575,6 +592,10 @@ def _train(
                     back = 0.0
                     for p in range(3):
                         back += delta3[i, p] * W3[p, q]
+                    delta2[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(16):
+                    back = delta2[i, q]
                     z = z2[i, q]
                     t0 = 1.4142135623730951 * z
                     delta2[i, q] = back * (
@@ -593,6 +614,7 @@ def _train(
             # delta1 = (delta2 @ W2) * f'(z1), f' = (1 if a > 0 else 0)
             np.dot(delta2[:m], W2, delta1[:m])
             for i in range(m):
+                # times f' in a pass of its own, so it vectorizes
                 for q in range(32):
                     back = delta1[i, q]
                     a = a1[i, q]

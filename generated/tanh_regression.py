@@ -132,6 +132,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(1):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(16):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = identity(z2) = z
@@ -141,6 +144,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(16):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = z
 
 
@@ -156,6 +162,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(1):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(16):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = identity(z2) = z
@@ -165,6 +174,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(16):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = z
 
     total = 0.0
@@ -208,6 +220,9 @@ def _gradients(
             for k in range(1):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(16):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = identity(z2) = z
@@ -217,6 +232,9 @@ def _gradients(
             for k in range(16):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = z
 
     total = 0.0
@@ -256,6 +274,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(16):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * (1.0 - a**2)
     # grad_W1 = delta1.T @ X
@@ -391,6 +413,9 @@ def _train(
                     for k in range(1):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(16):
+                    z = z1[i, j]
                     a1[i, j] = math.tanh(z)
             # z2 = a1 @ W2.T + b2   (1 units)
             # a2 = identity(z2) = z
@@ -400,6 +425,9 @@ def _train(
                     for k in range(16):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z2[i, j]
                     a2[i, j] = z
 
             # l = (a - y)**2   (mse, per output element)
@@ -438,6 +466,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(16):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * (1.0 - a**2)
             # grad_W1 = delta1.T @ X

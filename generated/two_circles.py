@@ -146,6 +146,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(8):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -155,6 +158,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(8):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
 
@@ -170,6 +176,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(8):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -179,6 +188,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(8):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -222,6 +234,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(8):
+            z = z1[i, j]
             a1[i, j] = math.tanh(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -231,6 +246,9 @@ def _gradients(
             for k in range(8):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -270,6 +288,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(8):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * (1.0 - a**2)
     # grad_W1 = delta1.T @ X
@@ -410,6 +432,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(8):
+                    z = z1[i, j]
                     a1[i, j] = math.tanh(z)
             # z2 = a1 @ W2.T + b2   (1 units)
             # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -419,6 +444,9 @@ def _train(
                     for k in range(8):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z2[i, j]
                     a2[i, j] = _sigmoid(z)
 
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
@@ -457,6 +485,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(8):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * (1.0 - a**2)
             # grad_W1 = delta1.T @ X

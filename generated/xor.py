@@ -147,6 +147,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -156,6 +159,9 @@ def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
 
@@ -171,6 +177,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -180,6 +189,9 @@ def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -223,6 +235,9 @@ def _gradients(
             for k in range(2):
                 z += W1[j, k] * X[i, k]
             z1[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(2):
+            z = z1[i, j]
             a1[i, j] = _sigmoid(z)
     # z2 = a1 @ W2.T + b2   (1 units)
     # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -232,6 +247,9 @@ def _gradients(
             for k in range(2):
                 z += W2[j, k] * a1[i, k]
             z2[i, j] = z
+        # a separate pass without the reduction, so it vectorizes
+        for j in range(1):
+            z = z2[i, j]
             a2[i, j] = _sigmoid(z)
 
     total = 0.0
@@ -271,6 +289,10 @@ def _gradients(
             back = 0.0
             for p in range(1):
                 back += delta2[i, p] * W2[p, q]
+            delta1[i, q] = back
+        # times f' in a pass of its own, so it vectorizes
+        for q in range(2):
+            back = delta1[i, q]
             a = a1[i, q]
             delta1[i, q] = back * (-a * (a - 1.0))
     # grad_W1 = delta1.T @ X
@@ -406,6 +428,9 @@ def _train(
                     for k in range(2):
                         z += W1[j, k] * X[i, k]
                     z1[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(2):
+                    z = z1[i, j]
                     a1[i, j] = _sigmoid(z)
             # z2 = a1 @ W2.T + b2   (1 units)
             # a2 = sigmoid(z2) = 1/(1 + exp(-z))
@@ -415,6 +440,9 @@ def _train(
                     for k in range(2):
                         z += W2[j, k] * a1[i, k]
                     z2[i, j] = z
+                # a separate pass without the reduction, so it vectorizes
+                for j in range(1):
+                    z = z2[i, j]
                     a2[i, j] = _sigmoid(z)
 
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
@@ -453,6 +481,10 @@ def _train(
                     back = 0.0
                     for p in range(1):
                         back += delta2[i, p] * W2[p, q]
+                    delta1[i, q] = back
+                # times f' in a pass of its own, so it vectorizes
+                for q in range(2):
+                    back = delta1[i, q]
                     a = a1[i, q]
                     delta1[i, q] = back * (-a * (a - 1.0))
             # grad_W1 = delta1.T @ X
