@@ -40,6 +40,15 @@ class Rendered:
         return self.markdown()
 
 
+def title_lines(title: str, fmt: Format) -> list[str]:
+    """A document title in the format, followed by a blank line."""
+    if fmt == "markdown":
+        return [f"# {title}", ""]
+    if fmt == "latex":
+        return [rf"\section*{{{title.replace('_', chr(92) + '_')}}}", ""]
+    return [title, "=" * len(title), ""]
+
+
 @dataclass(frozen=True)
 class Explanation(Rendered):
     """A rendered-on-demand explanation of one derivation."""
@@ -94,12 +103,7 @@ def _lines(d: Derivation, fmt: Format) -> list[str]:
 
     arch = "-".join(str(s) for s in spec.sizes)
     title = f"Derivation of '{spec.name}': a {arch} network, {spec.dtype}"
-    if fmt == "markdown":
-        out.extend([f"# {title}", ""])
-    elif fmt == "latex":
-        out.extend([rf"\section*{{{title.replace('_', chr(92) + '_')}}}", ""])
-    else:
-        out.extend([title, "=" * len(title), ""])
+    out.extend(title_lines(title, fmt))
     para(
         "Rows of X are samples; layer l has W_l of shape (n_l, n_{l-1}) and b_l of "
         "shape (n_l,). Every derivative below was derived by SymPy from the forward "

@@ -26,7 +26,7 @@ import numpy as np
 import sympy as sp
 
 from .derivation import LSE, Y_HAT, A, ActivationDerivation, Derivation, Y, Z, derive
-from .explain import Format, Rendered
+from .explain import Format, Rendered, title_lines
 from .spec import Spec
 
 #: Substituted matrices are printed only up to this many entries; larger layers
@@ -464,12 +464,7 @@ def _render(w: WorkedExample, fmt: Format) -> list[str]:
     arch = "-".join(str(s) for s in spec.sizes)
     which = f"sample {w.sample}" if w.sample is not None else "one sample"
     title = f"Worked example: '{spec.name}' ({arch}), {which}"
-    if fmt == "markdown":
-        out.extend([f"# {title}", ""])
-    elif fmt == "latex":
-        out.extend([rf"\section*{{{title.replace('_', chr(92) + '_')}}}", ""])
-    else:
-        out.extend([title, "=" * len(title), ""])
+    out.extend(title_lines(title, fmt))
     para(
         f"Input x = a0 = {_vec_text(w.x)}, target y = {_vec_text(w.y)}. Each number "
         "below is a derived formula evaluated at this sample (float64); the "
