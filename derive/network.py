@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +29,7 @@ import numpy as np
 from ._version import __version__
 from .data import DataError
 from .errors import DeriveError, SpecError
-from .generate import build
+from .generate import atomic_open, build
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
 
 #: Marks an .npz written by Network.save (bumped if the layout changes).
@@ -392,17 +391,8 @@ class Network:
             arrays["feature_names"] = np.array(self.feature_names_in_, dtype=str)
         if self.target_names_ is not None:
             arrays["target_names"] = np.array(self.target_names_, dtype=str)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

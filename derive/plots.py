@@ -9,7 +9,6 @@ their metadata, which :func:`written_by_derive` reads back.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,15 +156,10 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
             + ", ".join(f".{ext}" for ext in sorted(supported))
         )
     metadata = {"Software": SOFTWARE} if fmt == "png" else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            figure.savefig(fh, format=fmt, dpi=120, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .generate import atomic_open
+
+    with atomic_open(path, "wb") as fh:
+        figure.savefig(fh, format=fmt, dpi=120, metadata=metadata)
     return path
 
 
