@@ -262,7 +262,7 @@ class Network:
         out = self.outputs(X).astype(np.float64)
         if self.task == "multiclass":
             return out
-        if self.spec.loss.name == "bce_with_logits":
+        if self.module.THRESHOLD == 0.0:  # the output op is 0 at z = 0: logits
             out = _sigmoid(out)
         return out if self._multilabel else np.hstack([1.0 - out, out])
 
