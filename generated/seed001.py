@@ -412,10 +412,10 @@ def _epoch_order(seed, epoch_index, order):
 _STATE_SLOTS = 1  # momentum buffer
 
 
-def _hyper_array(lr):
+def _hyper_array():
+    """The optimizer's hyper-parameters for the jitted loop (lr comes per epoch)."""
     return np.array(
         [
-            lr,
             OPTIMIZER["momentum"],
             OPTIMIZER["dampening"],
             float(OPTIMIZER["nesterov"]),
@@ -478,10 +478,10 @@ def _train(
     """
     n = X_all.shape[0]
     # hyper-parameters in the module's dtype, so the update loop stays in it
-    momentum = np.float64(hyper[1])
-    damping_keep = np.float64(1.0 - hyper[2])  # 1 - dampening
-    nesterov = hyper[3] != 0.0
-    weight_decay = np.float64(hyper[4])
+    momentum = np.float64(hyper[0])
+    damping_keep = np.float64(1.0 - hyper[1])  # 1 - dampening
+    nesterov = hyper[2] != 0.0
+    weight_decay = np.float64(hyper[3])
     buf = slots[0]
 
     for epoch in range(lrs.shape[0]):
@@ -971,7 +971,7 @@ def fit(
     n = X.shape[0]
     first = int(state["epoch"][0])
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
-    hyper = _hyper_array(lr)
+    hyper = _hyper_array()
     work = _Work(min(batch_size, n))
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
     # train a flat copy of the parameters (one optimizer loop over all of them);

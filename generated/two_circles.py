@@ -330,11 +330,11 @@ def _epoch_order(seed, epoch_index, order):
 _STATE_SLOTS = 2  # first and second moment estimates
 
 
-def _hyper_array(lr):
+def _hyper_array():
+    """The optimizer's hyper-parameters for the jitted loop (lr comes per epoch)."""
     beta1, beta2 = OPTIMIZER["betas"]
     return np.array(
         [
-            lr,
             beta1,
             beta2,
             OPTIMIZER["eps"],
@@ -391,12 +391,12 @@ def _train(
     """
     n = X_all.shape[0]
     # hyper-parameters in the module's dtype, so the update loop stays in it
-    beta1 = np.float64(hyper[1])
-    beta2 = np.float64(hyper[2])
-    keep1 = np.float64(1.0 - hyper[1])  # 1 - beta1
-    keep2 = np.float64(1.0 - hyper[2])  # 1 - beta2
-    eps = np.float64(hyper[3])
-    coupled_decay = np.float64(0.0 if hyper[5] != 0.0 else hyper[4])
+    beta1 = np.float64(hyper[0])
+    beta2 = np.float64(hyper[1])
+    keep1 = np.float64(1.0 - hyper[0])  # 1 - beta1
+    keep2 = np.float64(1.0 - hyper[1])  # 1 - beta2
+    eps = np.float64(hyper[2])
+    coupled_decay = np.float64(0.0 if hyper[4] != 0.0 else hyper[3])
     moment1 = slots[0]
     moment2 = slots[1]
 
@@ -520,10 +520,10 @@ def _train(
             t = step[0]
             # torch.optim.Adam (AdamW: decoupled decay p *= 1 - lr * weight_decay), bias-corrected:
             # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-            step_size = np.float64(lr / (1.0 - hyper[1] ** t))
-            bias2_sqrt = np.float64(math.sqrt(1.0 - hyper[2] ** t))
+            step_size = np.float64(lr / (1.0 - hyper[0] ** t))
+            bias2_sqrt = np.float64(math.sqrt(1.0 - hyper[1] ** t))
             decay = (
-                np.float64(1.0 - lr * hyper[4]) if hyper[5] != 0.0 else np.float64(1.0)
+                np.float64(1.0 - lr * hyper[3]) if hyper[4] != 0.0 else np.float64(1.0)
             )
             for k in range(theta.size):
                 # (coupled_decay is weight_decay for Adam, 0 for AdamW)
@@ -840,7 +840,7 @@ def fit(
     n = X.shape[0]
     first = int(state["epoch"][0])
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
-    hyper = _hyper_array(lr)
+    hyper = _hyper_array()
     work = _Work(min(batch_size, n))
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
     # train a flat copy of the parameters (one optimizer loop over all of them);
