@@ -640,33 +640,24 @@ def _training(raw: Any, problems: _Problems) -> Training:
                 f"unknown schedule {v!r}{_suggest(str(v), list(SCHEDULES))}; "
                 f"available: {', '.join(SCHEDULES)}",
             )
-    # (key, lowest allowed, highest allowed, is the lowest itself allowed)
-    bounds = {
-        "gamma": (0.0, 1.0, False),
-        "min_lr": (0.0, math.inf, True),
-        "clip_norm": (0.0, math.inf, True),
-        "min_delta": (0.0, math.inf, True),
-        "validation_split": (0.0, 1.0, True),
+    # (the range each number must lie in, and how the message states it)
+    ranges = {
+        "gamma": (lambda v: 0.0 < v <= 1.0, "in (0, 1], e.g. 0.1"),
+        "min_lr": (lambda v: v >= 0.0, ">= 0"),
+        "clip_norm": (lambda v: v >= 0.0, ">= 0"),
+        "min_delta": (lambda v: v >= 0.0, ">= 0"),
+        "validation_split": (lambda v: 0.0 <= v < 1.0, "in [0, 1), e.g. 0.2"),
     }
-    for key, (low, high, low_ok) in bounds.items():
+    for key, (in_range, rule) in ranges.items():
         if key not in raw:
             continue
         v = raw[key]
         if not _is_number(v):
             problems.add(f"training.{key}", f"must be a finite number, got {v!r}")
-            continue
-        v = float(v)
-        too_low = v < low or (v == low and not low_ok)
-        if key == "validation_split":
-            bad = too_low or v >= high
-            rule = "in [0, 1), e.g. 0.2"
+        elif not in_range(float(v)):
+            problems.add(f"training.{key}", f"must be {rule}, got {float(v):g}")
         else:
-            bad = too_low or v > high
-            rule = "in (0, 1], e.g. 0.1" if key == "gamma" else ">= 0"
-        if bad:
-            problems.add(f"training.{key}", f"must be {rule}, got {v:g}")
-            continue
-        values[key] = v
+            values[key] = float(v)
     return Training(**values)
 
 
