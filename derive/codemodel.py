@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from ._version import __version__
-from .codeprint import ScalarCode
+from .codeprint import ScalarCode, helpers_called
 from .derivation import ActivationDerivation, Derivation, Z
 
 #: Layers with fewer weights than this use explicit loops; larger ones call BLAS
@@ -140,12 +140,7 @@ def _fast_float32(code: ScalarCode) -> ScalarCode:
     temps = tuple((name, swap(expr)) for name, expr in code.temps)
     result = swap(code.result)
     text = " ".join([result, *(t for _, t in temps)])
-    helpers = tuple(
-        sorted(
-            set(code.helpers) | {f for f in FAST_FLOAT32.values() if f + "(" in text}
-        )
-    )
-    return ScalarCode(temps, result, code.inputs, helpers)
+    return ScalarCode(temps, result, code.inputs, helpers_called(text))
 
 
 def _elementwise(code: ScalarCode) -> Elementwise:

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-#: Helper functions a printed expression may call, by name.
-HELPERS = ("_softplus", "_sigmoid")
+#: Helper functions a printed expression may call, by name (``_tanh_fast`` is
+#: swapped in by the lowering for float32 modules).
+HELPERS = ("_softplus", "_sigmoid", "_tanh_fast")
+
+
+def helpers_called(text: str) -> tuple[str, ...]:
+    """The HELPERS that the code ``text`` calls."""
+    return tuple(h for h in HELPERS if h + "(" in text)
 
 
 @dataclass(frozen=True)
@@ -102,5 +108,4 @@ def print_scalar_code(expr: sp.Expr, prefix: str = "t") -> ScalarCode:
     text = " ".join([result, *(t for _, t in temps)])
     names = {str(s) for s in expr.free_symbols}
     inputs = tuple(n for n in ("z", "a", "y", "lse") if n in names)
-    helpers = tuple(h for h in HELPERS if h + "(" in text)
-    return ScalarCode(temps, result, inputs, helpers)
+    return ScalarCode(temps, result, inputs, helpers_called(text))
