@@ -1,7 +1,8 @@
-"""Loops vs BLAS per layer size: the measurement behind codemodel.BLAS_MIN_WEIGHTS.
+"""Loops vs BLAS per layer size: the measurement behind codemodel.uses_blas.
 
-Builds a width-w tanh network (w-w-w-1, batch 32) twice, once forcing explicit
-loops and once forcing np.dot, and times one training epoch of 1024 rows.
+Builds a width-w tanh network (w-w-w-1) twice, once forcing explicit loops and
+once forcing np.dot, and times one training epoch of 1024 rows at batch sizes 32
+and 128.
 
     python bench/blas_threshold.py
 """
@@ -37,32 +38,39 @@ def build(width: int, blas: bool):
         }
     )
     codemodel.BLAS_MIN_WEIGHTS = 0 if blas else 10**12
+    codemodel.LOOPS_MAX_INPUTS = 0 if blas else 10**12
     path = Path(os.environ["DERIVE_CACHE_DIR"]) / f"{spec.name}.py"
-    atomic_write(path, generate_source(spec))  # lower() reads BLAS_MIN_WEIGHTS now
+    atomic_write(path, generate_source(spec))  # lower() reads both now
     return import_path(path)
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
+    batch_sizes = (32, 128)
+    print(f"{'':21} ms per epoch: loops / blas at batch size")
     print(
-        f"{'width':>6} {'weights/layer':>14} {'loops ms/epoch':>15} {'blas ms/epoch':>14}"
+        f"{'width':>6} {'weights/layer':>14}"
+        + "".join(f" {b:>17}" for b in batch_sizes)
     )
-    for width in (2, 4, 8, 16, 32, 64):
+    for width in (4, 8, 16, 24, 32, 48, 64, 128):
         X = rng.normal(size=(1024, width)).astype(np.float32)
         Y = (rng.uniform(size=(1024, 1)) > 0.5).astype(np.float32)
-        times = []
-        for blas in (False, True):
-            module = build(width, blas)
-            params = module.init_params(0)
-            module.fit(params, X, Y, epochs=1, batch_size=32, lr=0.01)
-            best = min(_timed(module, params, X, Y) for _ in range(5))
-            times.append(best / 5 * 1e3)
-        print(f"{width:>6} {width * width:>14} {times[0]:>15.3f} {times[1]:>14.3f}")
+        modules = [build(width, blas) for blas in (False, True)]
+        cells = []
+        for batch_size in batch_sizes:
+            times = []
+            for module in modules:
+                params = module.init_params(0)
+                module.fit(params, X, Y, epochs=1, batch_size=batch_size, lr=0.01)
+                runs = [_timed(module, params, X, Y, batch_size) for _ in range(5)]
+                times.append(min(runs) / 5 * 1e3)
+            cells.append(f"{times[0]:>8.3f}/{times[1]:<8.3f}")
+        print(f"{width:>6} {width * width:>14} " + " ".join(cells))
 
 
-def _timed(module, params, X, Y) -> float:
+def _timed(module, params, X, Y, batch_size) -> float:
     start = time.perf_counter()
-    module.fit(params, X, Y, epochs=5, batch_size=32, lr=0.01)
+    module.fit(params, X, Y, epochs=5, batch_size=batch_size, lr=0.01)
     return time.perf_counter() - start
 
 

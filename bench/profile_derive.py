@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 from impl_derive import Trainer  # noqa: E402
 from workloads import BY_KEY, WORKLOADS, init_params  # noqa: E402
 
-BLAS_MIN_WEIGHTS = 256
+from derive.codemodel import uses_blas  # noqa: E402
+
 HAND_WRITTEN = {"W1": 2.0e6, "W2": 1.98e6, "W3": 497e3, "W4": 101e3}  # issue 6
 
 
@@ -161,7 +162,7 @@ def parts(workload, module) -> dict[str, float]:
     gemm = 0.0
     for i in range(len(sizes) - 1):
         n_in, n_out = sizes[i], sizes[i + 1]
-        if n_in * n_out < BLAS_MIN_WEIGHTS:
+        if not uses_blas(n_in, n_out):
             continue
         W, a, d = arr(n_out, n_in), arr(B, n_in), arr(B, n_out)
         gemm += _per_call(_gemm, a, W.T, np.empty((B, n_out), f32))  # forward

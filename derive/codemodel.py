@@ -17,11 +17,21 @@ from ._version import __version__
 from .codeprint import ScalarCode, helpers_called
 from .derivation import ActivationDerivation, Derivation, Z
 
-#: Layers with fewer weights than this use explicit loops; larger ones call BLAS
-#: through np.dot. Measured with bench/blas_threshold.py (2 cores, float32, batch
-#: 32, ms per 1024-row epoch, loops vs BLAS): 8x8 0.77 vs 0.99, 16x16 2.3 vs 1.7,
-#: 64x64 22 vs 4.2. Loops win up to 64 weights; BLAS from 256.
-BLAS_MIN_WEIGHTS = 256
+#: Layers with fewer weights than BLAS_MIN_WEIGHTS and at most LOOPS_MAX_INPUTS
+#: inputs use explicit loops (vectorized along the batch, the reduction over the
+#: inputs unrolled); the others call BLAS through np.dot. Measured with
+#: bench/blas_threshold.py (w-w-w-1 tanh net, float32, 2 cores, ms per 1024-row
+#: epoch, loops/BLAS at batch 32 and 128): 8x8 0.24/0.29 and 0.18/0.22, 16x16
+#: 0.44/0.52 and 0.32/0.32, 24x24 0.78/0.45 and 0.33/0.52, 32x32 1.16/0.87 and
+#: 0.79/0.70, 64x64 11.6/2.3 and 13.1/2.6.
+BLAS_MIN_WEIGHTS = 512
+LOOPS_MAX_INPUTS = 32
+
+
+def uses_blas(n_in: int, n_out: int) -> bool:
+    """Whether a dense layer of n_in -> n_out units calls BLAS (else loops)."""
+    return n_in * n_out >= BLAS_MIN_WEIGHTS or n_in > LOOPS_MAX_INPUTS
+
 
 HELPER_SOURCES = {
     "_softplus": '''
@@ -82,7 +92,7 @@ class LayerCode:
     index: int
     n_in: int
     n_out: int
-    prev: str  # name of the layer's input buffer: "X" or "a{index-1}"
+    prev: str  # name of the layer's input buffer: "XT" or "a{index-1}"
     use_blas: bool
     activation: Elementwise | None  # None for a row-wise (softmax) output
     derivative: Elementwise | None  # f' used by the delta recursion (hidden layers)
@@ -218,7 +228,7 @@ def lower(derivation: Derivation) -> CodeModel:
     for info in derivation.layers:
         act = info.activation
         i = info.index
-        prev = "X" if i == 1 else f"a{i - 1}"
+        prev = "XT" if i == 1 else f"a{i - 1}"
         derivative = None
         derivative_comment = ""
         fast = _fast_float32 if spec.dtype == "float32" else (lambda code: code)
@@ -232,7 +242,7 @@ def lower(derivation: Derivation) -> CodeModel:
             )
             assert chosen is not None
             derivative_comment = (
-                f"delta{i} = (delta{i + 1} @ W{i + 1}) * f'(z{i}), f' = {chosen.text}"
+                f"delta{i} = (W{i + 1}.T @ delta{i + 1}) * f'(z{i}), f' = {chosen.text}"
             )
         activation = None
         if act.forward_code is not None:
@@ -246,10 +256,13 @@ def lower(derivation: Derivation) -> CodeModel:
                 n_in=info.n_in,
                 n_out=info.n_out,
                 prev=prev,
-                use_blas=info.n_in * info.n_out >= BLAS_MIN_WEIGHTS,
+                use_blas=uses_blas(info.n_in, info.n_out),
                 activation=activation,
                 derivative=derivative,
-                forward_comment=f"z{i} = {prev} @ W{i}.T + b{i}   ({info.n_out} units)",
+                forward_comment=(
+                    f"z{i} = W{i} @ {prev} + b{i}   "
+                    f"({info.n_out} unit{'s' if info.n_out != 1 else ''})"
+                ),
                 activation_comment=f"a{i} = {act.label}(z{i}) = {act.forward.text}",
                 derivative_comment=derivative_comment,
                 init_comment=init_comment,

@@ -133,73 +133,80 @@ def _softplus(u):
 # backward code is repeated, not called): Numba compiles every callee again
 # inside each caller, and one function per task cut the first fit's compile
 # time several-fold (bench/cold_build.py).
+#
+# The buffers are feature-major: column i holds sample i (XT[k, i] is input k of
+# sample i, z1[j, i] unit j's pre-activation), so every loop over the samples runs
+# along contiguous memory and vectorizes, and each layer's BLAS call is a plain
+# W @ A without transposed copies.
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _forward(W1, b1, W2, b2, X, z1, a1, z2, a2, lse_rows):
-    """Forward pass for the m rows of X; fills z_l and a_l (each (m, n_l))."""
+    """Forward pass for the m rows of X; fills z_l and a_l (each (n_l, m))."""
     m = X.shape[0]
-    # z1 = X @ W1.T + b1   (2 units)
-    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(2):
+    XT = X.T  # a view: column i is sample i
+    # z1 = W1 @ XT + b1   (2 units)
+    for j in range(2):
+        for i in range(m):
             z = b1[j]
             for k in range(2):
-                z += W1[j, k] * X[i, k]
-            z1[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(2):
-            z = z1[i, j]
-            a1[i, j] = _sigmoid(z)
-    # z2 = a1 @ W2.T + b2   (1 units)
-    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(1):
+                z += W1[j, k] * XT[k, i]
+            z1[j, i] = z
+    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
+    for j in range(2):
+        for i in range(m):
+            z = z1[j, i]
+            a1[j, i] = _sigmoid(z)
+    # z2 = W2 @ a1 + b2   (1 unit)
+    for j in range(1):
+        for i in range(m):
             z = b2[j]
             for k in range(2):
-                z += W2[j, k] * a1[i, k]
-            z2[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(1):
-            z = z2[i, j]
-            a2[i, j] = _sigmoid(z)
+                z += W2[j, k] * a1[k, i]
+            z2[j, i] = z
+    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
+    for j in range(1):
+        for i in range(m):
+            z = z2[j, i]
+            a2[j, i] = _sigmoid(z)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _evaluate(W1, b1, W2, b2, X, Y, z1, a1, z2, a2, lse_rows):
     """Forward pass and the sum over rows of the loss (divide by m for the mean)."""
     m = X.shape[0]
-    # z1 = X @ W1.T + b1   (2 units)
-    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(2):
+    XT, YT = X.T, Y.T  # views: column i is sample i
+    # z1 = W1 @ XT + b1   (2 units)
+    for j in range(2):
+        for i in range(m):
             z = b1[j]
             for k in range(2):
-                z += W1[j, k] * X[i, k]
-            z1[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(2):
-            z = z1[i, j]
-            a1[i, j] = _sigmoid(z)
-    # z2 = a1 @ W2.T + b2   (1 units)
-    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(1):
+                z += W1[j, k] * XT[k, i]
+            z1[j, i] = z
+    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
+    for j in range(2):
+        for i in range(m):
+            z = z1[j, i]
+            a1[j, i] = _sigmoid(z)
+    # z2 = W2 @ a1 + b2   (1 unit)
+    for j in range(1):
+        for i in range(m):
             z = b2[j]
             for k in range(2):
-                z += W2[j, k] * a1[i, k]
-            z2[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(1):
-            z = z2[i, j]
-            a2[i, j] = _sigmoid(z)
+                z += W2[j, k] * a1[k, i]
+            z2[j, i] = z
+    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
+    for j in range(1):
+        for i in range(m):
+            z = z2[j, i]
+            a2[j, i] = _sigmoid(z)
 
     total = 0.0
     # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
-    for i in range(m):
-        for j in range(1):
-            z = z2[i, j]
-            y = Y[i, j]
+    for j in range(1):
+        for i in range(m):
+            z = z2[j, i]
+            y = YT[j, i]
             total += -y * z + _softplus(z)
 
     return total
@@ -227,90 +234,85 @@ def _gradients(
 ):
     """Loss sum over the rows of X and the gradients of the batch-mean loss."""
     m = X.shape[0]
-    # z1 = X @ W1.T + b1   (2 units)
-    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(2):
+    XT, YT = X.T, Y.T  # views: column i is sample i
+    # z1 = W1 @ XT + b1   (2 units)
+    for j in range(2):
+        for i in range(m):
             z = b1[j]
             for k in range(2):
-                z += W1[j, k] * X[i, k]
-            z1[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(2):
-            z = z1[i, j]
-            a1[i, j] = _sigmoid(z)
-    # z2 = a1 @ W2.T + b2   (1 units)
-    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
-    for i in range(m):
-        for j in range(1):
+                z += W1[j, k] * XT[k, i]
+            z1[j, i] = z
+    # a1 = sigmoid(z1) = 1/(1 + exp(-z))
+    for j in range(2):
+        for i in range(m):
+            z = z1[j, i]
+            a1[j, i] = _sigmoid(z)
+    # z2 = W2 @ a1 + b2   (1 unit)
+    for j in range(1):
+        for i in range(m):
             z = b2[j]
             for k in range(2):
-                z += W2[j, k] * a1[i, k]
-            z2[i, j] = z
-        # a separate pass without the reduction, so it vectorizes
-        for j in range(1):
-            z = z2[i, j]
-            a2[i, j] = _sigmoid(z)
+                z += W2[j, k] * a1[k, i]
+            z2[j, i] = z
+    # a2 = sigmoid(z2) = 1/(1 + exp(-z))
+    for j in range(1):
+        for i in range(m):
+            z = z2[j, i]
+            a2[j, i] = _sigmoid(z)
 
     total = 0.0
     # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
-    for i in range(m):
-        for j in range(1):
-            z = z2[i, j]
-            y = Y[i, j]
+    for j in range(1):
+        for i in range(m):
+            z = z2[j, i]
+            y = YT[j, i]
             total += -y * z + _softplus(z)
 
-    inv_m = 1.0 / m
+    inv_m = np.float64(1.0 / m)
     # delta2 = dL/dz2 = (a - y) / batch_size
-    for i in range(m):
-        for j in range(1):
-            a = a2[i, j]
-            y = Y[i, j]
-            delta2[i, j] = (a - y) * inv_m
-    # grad_W2 = delta2.T @ a1
-    # (row by row, so the innermost loop runs along contiguous rows)
+    for j in range(1):
+        for i in range(m):
+            a = a2[j, i]
+            y = YT[j, i]
+            delta2[j, i] = (a - y) * inv_m
+    # grad_W2 = delta2 @ a1.T
     for p in range(1):
         for q in range(2):
-            grad_W2[p, q] = 0.0
-    for i in range(m):
-        for p in range(1):
-            d = delta2[i, p]
-            for q in range(2):
-                grad_W2[p, q] += d * a1[i, q]
-    # grad_b2 = sum over rows of delta2
+            total_pq = np.float64(0.0)
+            for i in range(m):
+                total_pq += delta2[p, i] * a1[q, i]
+            grad_W2[p, q] = total_pq
+    # grad_b2 = sum over samples of delta2
     for p in range(1):
-        grad_b2[p] = 0.0
-    for i in range(m):
-        for p in range(1):
-            grad_b2[p] += delta2[i, p]
-    # delta1 = (delta2 @ W2) * f'(z1), f' = a*(1 - a)
-    for i in range(m):
-        for q in range(2):
-            back = 0.0
+        total_p = np.float64(0.0)
+        for i in range(m):
+            total_p += delta2[p, i]
+        grad_b2[p] = total_p
+    # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
+    for q in range(2):
+        for i in range(m):
+            back = np.float64(0.0)
             for p in range(1):
-                back += delta2[i, p] * W2[p, q]
-            delta1[i, q] = back
-        # times f' in a pass of its own, so it vectorizes
-        for q in range(2):
-            back = delta1[i, q]
-            a = a1[i, q]
-            delta1[i, q] = back * (-a * (a - 1.0))
-    # grad_W1 = delta1.T @ X
-    # (row by row, so the innermost loop runs along contiguous rows)
+                back += W2[p, q] * delta2[p, i]
+            delta1[q, i] = back
+    for q in range(2):
+        for i in range(m):
+            back = delta1[q, i]
+            a = a1[q, i]
+            delta1[q, i] = back * (-a * (a - 1.0))
+    # grad_W1 = delta1 @ XT.T
     for p in range(2):
         for q in range(2):
-            grad_W1[p, q] = 0.0
-    for i in range(m):
-        for p in range(2):
-            d = delta1[i, p]
-            for q in range(2):
-                grad_W1[p, q] += d * X[i, q]
-    # grad_b1 = sum over rows of delta1
+            total_pq = np.float64(0.0)
+            for i in range(m):
+                total_pq += delta1[p, i] * XT[q, i]
+            grad_W1[p, q] = total_pq
+    # grad_b1 = sum over samples of delta1
     for p in range(2):
-        grad_b1[p] = 0.0
-    for i in range(m):
-        for p in range(2):
-            grad_b1[p] += delta1[i, p]
+        total_p = np.float64(0.0)
+        for i in range(m):
+            total_p += delta1[p, i]
+        grad_b1[p] = total_p
 
     return total
 
@@ -364,15 +366,6 @@ def _train(
     hyper,
     step,
     totals,
-    X,
-    Y,
-    z1,
-    a1,
-    z2,
-    a2,
-    lse_rows,
-    delta1,
-    delta2,
     grad_W1,
     grad_b1,
     grad_W2,
@@ -384,11 +377,20 @@ def _train(
     views into grad, so the optimizer updates all parameters in one loop. Epoch e
     (first_epoch + e across calls) takes the rows of X_all in a seeded shuffled
     order (if shuffle; else in order) with learning rate lrs[e] and stores in
-    totals[e] the sum over rows of the loss at the parameters
-    each mini-batch saw. All buffers are preallocated by the caller (batch_size
-    rows; the last batch of an epoch uses the first m).
+    totals[e] the sum over rows of the loss at the parameters each mini-batch saw.
     """
     n = X_all.shape[0]
+    rows = min(batch_size, n)
+    # work buffers, allocated once per call (never per batch); each batch of m
+    # samples uses their first n_l * m entries as an (n_l, m) matrix
+    X_rows = np.empty(rows * 2, dtype=np.float64)
+    Y_rows = np.empty(rows * 1, dtype=np.float64)
+    z1_all = np.empty(2 * rows, dtype=np.float64)
+    a1_all = np.empty(2 * rows, dtype=np.float64)
+    delta1_all = np.empty(2 * rows, dtype=np.float64)
+    z2_all = np.empty(1 * rows, dtype=np.float64)
+    a2_all = np.empty(1 * rows, dtype=np.float64)
+    delta2_all = np.empty(1 * rows, dtype=np.float64)
     # hyper-parameters in the module's dtype, so the update loop stays in it
     momentum = np.float64(hyper[0])
     damping_keep = np.float64(1.0 - hyper[1])  # 1 - dampening
@@ -396,6 +398,7 @@ def _train(
     weight_decay = np.float64(hyper[3])
     buf = slots[0]
 
+    viewed = -1  # the batch size the views below were made for
     for epoch in range(lrs.shape[0]):
         if shuffle:
             epoch_index = first_epoch + epoch
@@ -412,97 +415,102 @@ def _train(
         total = 0.0
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            # gather the batch's rows with loops (slice assignment compiles slowly)
+            if m != viewed:
+                # (n_l, m) views of the buffers, remade only when the batch size changes
+                viewed = m
+                XT = X_rows[: 2 * m].reshape((2, m))
+                YT = Y_rows[: 1 * m].reshape((1, m))
+                z1 = z1_all[: 2 * m].reshape((2, m))
+                a1 = a1_all[: 2 * m].reshape((2, m))
+                delta1 = delta1_all[: 2 * m].reshape((2, m))
+                z2 = z2_all[: 1 * m].reshape((1, m))
+                a2 = a2_all[: 1 * m].reshape((1, m))
+                delta2 = delta2_all[: 1 * m].reshape((1, m))
+            # gather the batch's rows with loops (slice assignment compiles slowly);
+            # sample r becomes column r of XT and YT
             for r in range(m):
                 row = order[start + r]
                 for c in range(2):
-                    X[r, c] = X_all[row, c]
+                    XT[c, r] = X_all[row, c]
                 for c in range(1):
-                    Y[r, c] = Y_all[row, c]
-            # the work buffers hold batch_size rows; the code below uses the first m
-            # z1 = X @ W1.T + b1   (2 units)
-            # a1 = sigmoid(z1) = 1/(1 + exp(-z))
-            for i in range(m):
-                for j in range(2):
+                    YT[c, r] = Y_all[row, c]
+            # z1 = W1 @ XT + b1   (2 units)
+            for j in range(2):
+                for i in range(m):
                     z = b1[j]
                     for k in range(2):
-                        z += W1[j, k] * X[i, k]
-                    z1[i, j] = z
-                # a separate pass without the reduction, so it vectorizes
-                for j in range(2):
-                    z = z1[i, j]
-                    a1[i, j] = _sigmoid(z)
-            # z2 = a1 @ W2.T + b2   (1 units)
-            # a2 = sigmoid(z2) = 1/(1 + exp(-z))
-            for i in range(m):
-                for j in range(1):
+                        z += W1[j, k] * XT[k, i]
+                    z1[j, i] = z
+            # a1 = sigmoid(z1) = 1/(1 + exp(-z))
+            for j in range(2):
+                for i in range(m):
+                    z = z1[j, i]
+                    a1[j, i] = _sigmoid(z)
+            # z2 = W2 @ a1 + b2   (1 unit)
+            for j in range(1):
+                for i in range(m):
                     z = b2[j]
                     for k in range(2):
-                        z += W2[j, k] * a1[i, k]
-                    z2[i, j] = z
-                # a separate pass without the reduction, so it vectorizes
-                for j in range(1):
-                    z = z2[i, j]
-                    a2[i, j] = _sigmoid(z)
+                        z += W2[j, k] * a1[k, i]
+                    z2[j, i] = z
+            # a2 = sigmoid(z2) = 1/(1 + exp(-z))
+            for j in range(1):
+                for i in range(m):
+                    z = z2[j, i]
+                    a2[j, i] = _sigmoid(z)
 
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
-            for i in range(m):
-                for j in range(1):
-                    z = z2[i, j]
-                    y = Y[i, j]
+            for j in range(1):
+                for i in range(m):
+                    z = z2[j, i]
+                    y = YT[j, i]
                     total += -y * z + _softplus(z)
 
-            inv_m = 1.0 / m
+            inv_m = np.float64(1.0 / m)
             # delta2 = dL/dz2 = (a - y) / batch_size
-            for i in range(m):
-                for j in range(1):
-                    a = a2[i, j]
-                    y = Y[i, j]
-                    delta2[i, j] = (a - y) * inv_m
-            # grad_W2 = delta2.T @ a1
-            # (row by row, so the innermost loop runs along contiguous rows)
+            for j in range(1):
+                for i in range(m):
+                    a = a2[j, i]
+                    y = YT[j, i]
+                    delta2[j, i] = (a - y) * inv_m
+            # grad_W2 = delta2 @ a1.T
             for p in range(1):
                 for q in range(2):
-                    grad_W2[p, q] = 0.0
-            for i in range(m):
-                for p in range(1):
-                    d = delta2[i, p]
-                    for q in range(2):
-                        grad_W2[p, q] += d * a1[i, q]
-            # grad_b2 = sum over rows of delta2
+                    total_pq = np.float64(0.0)
+                    for i in range(m):
+                        total_pq += delta2[p, i] * a1[q, i]
+                    grad_W2[p, q] = total_pq
+            # grad_b2 = sum over samples of delta2
             for p in range(1):
-                grad_b2[p] = 0.0
-            for i in range(m):
-                for p in range(1):
-                    grad_b2[p] += delta2[i, p]
-            # delta1 = (delta2 @ W2) * f'(z1), f' = a*(1 - a)
-            for i in range(m):
-                for q in range(2):
-                    back = 0.0
+                total_p = np.float64(0.0)
+                for i in range(m):
+                    total_p += delta2[p, i]
+                grad_b2[p] = total_p
+            # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
+            for q in range(2):
+                for i in range(m):
+                    back = np.float64(0.0)
                     for p in range(1):
-                        back += delta2[i, p] * W2[p, q]
-                    delta1[i, q] = back
-                # times f' in a pass of its own, so it vectorizes
-                for q in range(2):
-                    back = delta1[i, q]
-                    a = a1[i, q]
-                    delta1[i, q] = back * (-a * (a - 1.0))
-            # grad_W1 = delta1.T @ X
-            # (row by row, so the innermost loop runs along contiguous rows)
+                        back += W2[p, q] * delta2[p, i]
+                    delta1[q, i] = back
+            for q in range(2):
+                for i in range(m):
+                    back = delta1[q, i]
+                    a = a1[q, i]
+                    delta1[q, i] = back * (-a * (a - 1.0))
+            # grad_W1 = delta1 @ XT.T
             for p in range(2):
                 for q in range(2):
-                    grad_W1[p, q] = 0.0
-            for i in range(m):
-                for p in range(2):
-                    d = delta1[i, p]
-                    for q in range(2):
-                        grad_W1[p, q] += d * X[i, q]
-            # grad_b1 = sum over rows of delta1
+                    total_pq = np.float64(0.0)
+                    for i in range(m):
+                        total_pq += delta1[p, i] * XT[q, i]
+                    grad_W1[p, q] = total_pq
+            # grad_b1 = sum over samples of delta1
             for p in range(2):
-                grad_b1[p] = 0.0
-            for i in range(m):
-                for p in range(2):
-                    grad_b1[p] += delta1[i, p]
+                total_p = np.float64(0.0)
+                for i in range(m):
+                    total_p += delta1[p, i]
+                grad_b1[p] = total_p
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
@@ -624,7 +632,8 @@ def _check_targets(Y, n_rows):
 
 
 def _buffers(rows):
-    return [np.empty((rows, n), dtype=DTYPE) for n in SIZES[1:] for _ in range(2)] + [
+    """z_l, a_l of every layer, each (n_l, rows), then lse_rows (rows,)."""
+    return [np.empty((n, rows), dtype=DTYPE) for n in SIZES[1:] for _ in range(2)] + [
         np.empty(rows, dtype=DTYPE)
     ]
 
@@ -649,7 +658,7 @@ def predict(params, X):
     """Network outputs for the rows of X, shape (n, N_OUTPUT)."""
     _check_params(params)
     X = _as_matrix("X", X, N_INPUT)
-    return _run_forward(params, X)[-2].copy()
+    return _run_forward(params, X)[-2].T.copy()
 
 
 def loss(params, X, Y):
@@ -668,7 +677,7 @@ def loss_and_grad(params, X, Y):
     X = _as_matrix("X", X, N_INPUT)
     Y = _as_matrix("Y", Y, N_OUTPUT)
     _check_targets(Y, X.shape[0])
-    deltas = [np.empty((X.shape[0], n), dtype=DTYPE) for n in SIZES[1:]]
+    deltas = [np.empty((n, X.shape[0]), dtype=DTYPE) for n in SIZES[1:]]
     grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
     total = _gradients(*params, X, Y, *_buffers(X.shape[0]), *deltas, *grads)
     return float(total / X.shape[0]), grads
@@ -680,7 +689,7 @@ def accuracy(params, X, Y):
     X = _as_matrix("X", X, N_INPUT)
     Y = _as_matrix("Y", Y, N_OUTPUT)
     _check_targets(Y, X.shape[0])
-    return _accuracy_of(_run_forward(params, X)[-2], Y)
+    return _accuracy_of(_run_forward(params, X)[-2].T, Y)
 
 
 def _accuracy_of(outputs, Y):
@@ -761,18 +770,6 @@ def _non_negative(name, value, positive=False):
     return float(value)
 
 
-class _Work:
-    """Work buffers of one fit call, allocated once (never per batch)."""
-
-    def __init__(self, rows):
-        self.acts = _buffers(rows)
-        self.deltas = [np.empty((rows, k), dtype=DTYPE) for k in SIZES[1:]]
-        self.grad = np.empty(_N_PARAMS, dtype=DTYPE)
-        self.grads = _flat_views(self.grad)
-        self.Xb = np.empty((rows, N_INPUT), dtype=DTYPE)
-        self.Yb = np.empty((rows, N_OUTPUT), dtype=DTYPE)
-
-
 def fit(
     params,
     X,
@@ -837,7 +834,7 @@ def fit(
     first = int(state["epoch"][0])
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
-    work = _Work(min(batch_size, n))
+    grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
     # train a flat copy of the parameters (one optimizer loop over all of them);
     # params receive it after every call
@@ -858,10 +855,9 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *views, theta, work.grad, tuple(state["buffers"]), X, Y, order,
+            *views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"],
-            totals, work.Xb, work.Yb, *work.acts, *work.deltas, *work.grads,
+            clip_norm, hyper, state["step"], totals, *_flat_views(grad),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         for p, trained in zip(params, views, strict=True):
@@ -884,7 +880,7 @@ def fit(
             logs["val_loss"] = float(value / X_val.shape[0])
             history["val_loss"].append(logs["val_loss"])
             if TASK != "regression":
-                logs["val_accuracy"] = _accuracy_of(val_work[-2], Y_val)
+                logs["val_accuracy"] = _accuracy_of(val_work[-2].T, Y_val)
                 history["val_accuracy"].append(logs["val_accuracy"])
         if patience:
             monitored = logs.get("val_loss", logs["loss"])

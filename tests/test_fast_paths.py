@@ -6,8 +6,8 @@
 - a float32 module with the fast tanh against the float64 module and against a
   float32 module generated with the exact ``math.tanh``;
 - BLAS (``np.dot``) kernels against explicit-loop kernels, by generating the same
-  spec with ``codemodel.BLAS_MIN_WEIGHTS`` forced low (every layer BLAS) and high
-  (every layer loops): predict, loss_and_grad and shuffled fit agree.
+  spec with ``codemodel``'s thresholds forced so that every layer is BLAS, and
+  so that every layer is loops: predict, loss_and_grad and shuffled fit agree.
 
 Modules generated here are written under derive's cache directory with a name
 holding the hash of their source, so a second run reuses Numba's cache.
@@ -274,15 +274,15 @@ def test_fast_tanh_gradients_agree_with_float64_and_exact_tanh():
 
 # ------------------------------------------------------------ BLAS vs loop kernels
 
-ALL_BLAS = 1
-ALL_LOOPS = 10**9
+ALL_BLAS = {"BLAS_MIN_WEIGHTS": 1, "LOOPS_MAX_INPUTS": 0}
+ALL_LOOPS = {"BLAS_MIN_WEIGHTS": 10**9, "LOOPS_MAX_INPUTS": 10**9}
 
 KERNEL_SPECS = {
-    # softmax + cross-entropy; 120, 288 and 36 weights: the default (256) mixes
+    # softmax + cross-entropy; 120, 576 and 72 weights: the default rule mixes
     # kernels, BLAS for the middle layer only
     "softmax_ce": make_spec(
         "fast_kernels_ce",
-        [5, 24, 12, 3],
+        [5, 24, 24, 3],
         ["relu", "tanh", "softmax"],
         "cross_entropy",
         optimizer={"name": "adam", "lr": 0.01},
@@ -340,22 +340,21 @@ def _compare_kernels(spec: Spec, data: tuple[int, int], reference, other) -> Non
 def test_blas_kernels_agree_with_loops(name):
     spec = KERNEL_SPECS[name]
     n_layers = len(spec.sizes) - 1
-    assert _kernel_count(_generate(spec, BLAS_MIN_WEIGHTS=ALL_LOOPS)) == 0
+    assert _kernel_count(_generate(spec, **ALL_LOOPS)) == 0
     # forward, weight gradient and (above layer 1) delta per layer, in the
     # forward, loss, gradient and training functions
-    assert _kernel_count(_generate(spec, BLAS_MIN_WEIGHTS=ALL_BLAS)) > 3 * n_layers
-    loops = _load(spec, BLAS_MIN_WEIGHTS=ALL_LOOPS)
-    blas = _load(spec, BLAS_MIN_WEIGHTS=ALL_BLAS)
+    assert _kernel_count(_generate(spec, **ALL_BLAS)) > 3 * n_layers
+    loops = _load(spec, **ALL_LOOPS)
+    blas = _load(spec, **ALL_BLAS)
     _compare_kernels(spec, KERNEL_DATA[name], loops, blas)
 
 
 def test_default_mixed_kernels_agree_with_loops():
     spec = KERNEL_SPECS["softmax_ce"]
-    default = codemodel.BLAS_MIN_WEIGHTS
-    weights = [a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False)]
-    blas_layers = [w >= default for w in weights]
+    shapes = list(zip(spec.sizes, spec.sizes[1:], strict=False))
+    blas_layers = [codemodel.uses_blas(n_in, n_out) for n_in, n_out in shapes]
     if all(blas_layers) or not any(blas_layers):
-        pytest.skip(f"BLAS_MIN_WEIGHTS = {default} does not mix kernels on {weights}")
+        pytest.skip(f"codemodel.uses_blas does not mix kernels on {shapes}")
     mixed = _load(spec)
-    loops = _load(spec, BLAS_MIN_WEIGHTS=ALL_LOOPS)
+    loops = _load(spec, **ALL_LOOPS)
     _compare_kernels(spec, KERNEL_DATA["softmax_ce"], loops, mixed)
