@@ -152,43 +152,43 @@ def _softplus(u):
 
 @numba.njit(cache=True, error_model="numpy")
 def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
-    """Forward pass for the m rows of X; fills z_l and a_l (each (n_l, m))."""
-    m = X.shape[0]
+    """Forward pass for the rows of X; fills z_l and a_l (each (n_l, rows))."""
+    cols = X.shape[0]
     XT = X.T  # a view: column i is sample i
     # z1 = W1 @ XT + b1   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(2):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (2 units)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = b2[j]
             for k in range(3):
                 z += W2[j, k] * a1[k, i]
             z2[j, i] = z
     # a2 = relu(z2) = (z if z > 0 else 0)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i]
             a2[j, i] = (z) if (z > 0.0) else (0.0)
     # z3 = W3 @ a2 + b3   (1 unit)
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(2):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = z3[j, i]
             a3[j, i] = _sigmoid(z)
 
@@ -196,42 +196,42 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
 @numba.njit(cache=True, error_model="numpy")
 def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
     """Forward pass and the sum over rows of the loss (divide by m for the mean)."""
-    m = X.shape[0]
+    m = cols = X.shape[0]
     XT, YT = X.T, Y.T  # views: column i is sample i
     # z1 = W1 @ XT + b1   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(2):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (2 units)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = b2[j]
             for k in range(3):
                 z += W2[j, k] * a1[k, i]
             z2[j, i] = z
     # a2 = relu(z2) = (z if z > 0 else 0)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i]
             a2[j, i] = (z) if (z > 0.0) else (0.0)
     # z3 = W3 @ a2 + b3   (1 unit)
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(2):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = z3[j, i]
             a3[j, i] = _sigmoid(z)
 
@@ -274,42 +274,42 @@ def _gradients(
     grad_b3,
 ):
     """Loss sum over the rows of X and the gradients of the batch-mean loss."""
-    m = X.shape[0]
+    m = cols = X.shape[0]
     XT, YT = X.T, Y.T  # views: column i is sample i
     # z1 = W1 @ XT + b1   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(2):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (2 units)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = b2[j]
             for k in range(3):
                 z += W2[j, k] * a1[k, i]
             z2[j, i] = z
     # a2 = relu(z2) = (z if z > 0 else 0)
     for j in range(2):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i]
             a2[j, i] = (z) if (z > 0.0) else (0.0)
     # z3 = W3 @ a2 + b3   (1 unit)
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(2):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = sigmoid(z3) = 1/(1 + exp(-z))
     for j in range(1):
-        for i in range(m):
+        for i in range(cols):
             z = z3[j, i]
             a3[j, i] = _sigmoid(z)
 
@@ -328,28 +328,31 @@ def _gradients(
             a = a3[j, i]
             y = YT[j, i]
             delta3[j, i] = (a - y) * inv_m
+        # columns past the m samples (a padded last batch) add nothing to the gradients
+        for i in range(m, cols):
+            delta3[j, i] = 0.0
     # grad_W3 = delta3 @ a2.T
     for p in range(1):
         for q in range(2):
             total_pq = np.float64(0.0)
-            for i in range(m):
+            for i in range(cols):
                 total_pq += delta3[p, i] * a2[q, i]
             grad_W3[p, q] = total_pq
     # grad_b3 = sum over samples of delta3
     for p in range(1):
         total_p = np.float64(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta3[p, i]
         grad_b3[p] = total_p
     # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 if a > 0 else 0)
     for q in range(2):
-        for i in range(m):
+        for i in range(cols):
             back = np.float64(0.0)
             for p in range(1):
                 back += W3[p, q] * delta3[p, i]
             delta2[q, i] = back
     for q in range(2):
-        for i in range(m):
+        for i in range(cols):
             back = delta2[q, i]
             a = a2[q, i]
             delta2[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -357,24 +360,24 @@ def _gradients(
     for p in range(2):
         for q in range(3):
             total_pq = np.float64(0.0)
-            for i in range(m):
+            for i in range(cols):
                 total_pq += delta2[p, i] * a1[q, i]
             grad_W2[p, q] = total_pq
     # grad_b2 = sum over samples of delta2
     for p in range(2):
         total_p = np.float64(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta2[p, i]
         grad_b2[p] = total_p
     # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
     for q in range(3):
-        for i in range(m):
+        for i in range(cols):
             back = np.float64(0.0)
             for p in range(2):
                 back += W2[p, q] * delta2[p, i]
             delta1[q, i] = back
     for q in range(3):
-        for i in range(m):
+        for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
             delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -382,13 +385,13 @@ def _gradients(
     for p in range(3):
         for q in range(2):
             total_pq = np.float64(0.0)
-            for i in range(m):
+            for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
     # grad_b1 = sum over samples of delta1
     for p in range(3):
         total_p = np.float64(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta1[p, i]
         grad_b1[p] = total_p
 
@@ -460,22 +463,24 @@ def _train(
     (first_epoch + e across calls) takes the rows of X_all in a seeded shuffled
     order (if shuffle; else in order) with learning rate lrs[e] and stores in
     totals[e] the sum over rows of the loss at the parameters each mini-batch saw.
+    A last batch of m < batch_size rows runs padded to batch_size columns with
+    zero inputs and a zero output delta, so the padding adds nothing.
     """
     n = X_all.shape[0]
-    rows = min(batch_size, n)
-    # work buffers, allocated once per call (never per batch); each batch of m
-    # samples uses their first n_l * m entries as an (n_l, m) matrix
-    X_rows = np.empty(rows * 2, dtype=np.float64)
-    Y_rows = np.empty(rows * 1, dtype=np.float64)
-    z1_all = np.empty(3 * rows, dtype=np.float64)
-    a1_all = np.empty(3 * rows, dtype=np.float64)
-    delta1_all = np.empty(3 * rows, dtype=np.float64)
-    z2_all = np.empty(2 * rows, dtype=np.float64)
-    a2_all = np.empty(2 * rows, dtype=np.float64)
-    delta2_all = np.empty(2 * rows, dtype=np.float64)
-    z3_all = np.empty(1 * rows, dtype=np.float64)
-    a3_all = np.empty(1 * rows, dtype=np.float64)
-    delta3_all = np.empty(1 * rows, dtype=np.float64)
+    # work buffers, allocated once per call (never per batch), one column per
+    # sample; a smaller last batch fills its first m columns and zeroes the rest
+    cols = min(batch_size, n)
+    XT = np.zeros((2, cols), dtype=np.float64)
+    YT = np.zeros((1, cols), dtype=np.float64)
+    z1 = np.zeros((3, cols), dtype=np.float64)
+    a1 = np.zeros((3, cols), dtype=np.float64)
+    delta1 = np.zeros((3, cols), dtype=np.float64)
+    z2 = np.zeros((2, cols), dtype=np.float64)
+    a2 = np.zeros((2, cols), dtype=np.float64)
+    delta2 = np.zeros((2, cols), dtype=np.float64)
+    z3 = np.zeros((1, cols), dtype=np.float64)
+    a3 = np.zeros((1, cols), dtype=np.float64)
+    delta3 = np.zeros((1, cols), dtype=np.float64)
     # hyper-parameters in the module's dtype, so the update loop stays in it
     momentum = np.float64(hyper[0])
     damping_keep = np.float64(1.0 - hyper[1])  # 1 - dampening
@@ -483,7 +488,6 @@ def _train(
     weight_decay = np.float64(hyper[3])
     buf = slots[0]
 
-    viewed = -1  # the batch size the views below were made for
     for epoch in range(lrs.shape[0]):
         if shuffle:
             epoch_index = first_epoch + epoch
@@ -500,20 +504,6 @@ def _train(
         total = 0.0
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            if m != viewed:
-                # (n_l, m) views of the buffers, remade only when the batch size changes
-                viewed = m
-                XT = X_rows[: 2 * m].reshape((2, m))
-                YT = Y_rows[: 1 * m].reshape((1, m))
-                z1 = z1_all[: 3 * m].reshape((3, m))
-                a1 = a1_all[: 3 * m].reshape((3, m))
-                delta1 = delta1_all[: 3 * m].reshape((3, m))
-                z2 = z2_all[: 2 * m].reshape((2, m))
-                a2 = a2_all[: 2 * m].reshape((2, m))
-                delta2 = delta2_all[: 2 * m].reshape((2, m))
-                z3 = z3_all[: 1 * m].reshape((1, m))
-                a3 = a3_all[: 1 * m].reshape((1, m))
-                delta3 = delta3_all[: 1 * m].reshape((1, m))
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -522,40 +512,45 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(1):
                     YT[c, r] = Y_all[row, c]
+            for r in range(m, cols):
+                for c in range(2):
+                    XT[c, r] = 0.0
+                for c in range(1):
+                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (3 units)
             for j in range(3):
-                for i in range(m):
+                for i in range(cols):
                     z = b1[j]
                     for k in range(2):
                         z += W1[j, k] * XT[k, i]
                     z1[j, i] = z
             # a1 = relu(z1) = (z if z > 0 else 0)
             for j in range(3):
-                for i in range(m):
+                for i in range(cols):
                     z = z1[j, i]
                     a1[j, i] = (z) if (z > 0.0) else (0.0)
             # z2 = W2 @ a1 + b2   (2 units)
             for j in range(2):
-                for i in range(m):
+                for i in range(cols):
                     z = b2[j]
                     for k in range(3):
                         z += W2[j, k] * a1[k, i]
                     z2[j, i] = z
             # a2 = relu(z2) = (z if z > 0 else 0)
             for j in range(2):
-                for i in range(m):
+                for i in range(cols):
                     z = z2[j, i]
                     a2[j, i] = (z) if (z > 0.0) else (0.0)
             # z3 = W3 @ a2 + b3   (1 unit)
             for j in range(1):
-                for i in range(m):
+                for i in range(cols):
                     z = b3[j]
                     for k in range(2):
                         z += W3[j, k] * a2[k, i]
                     z3[j, i] = z
             # a3 = sigmoid(z3) = 1/(1 + exp(-z))
             for j in range(1):
-                for i in range(m):
+                for i in range(cols):
                     z = z3[j, i]
                     a3[j, i] = _sigmoid(z)
 
@@ -573,28 +568,31 @@ def _train(
                     a = a3[j, i]
                     y = YT[j, i]
                     delta3[j, i] = (a - y) * inv_m
+                # columns past the m samples (a padded last batch) add nothing to the gradients
+                for i in range(m, cols):
+                    delta3[j, i] = 0.0
             # grad_W3 = delta3 @ a2.T
             for p in range(1):
                 for q in range(2):
                     total_pq = np.float64(0.0)
-                    for i in range(m):
+                    for i in range(cols):
                         total_pq += delta3[p, i] * a2[q, i]
                     grad_W3[p, q] = total_pq
             # grad_b3 = sum over samples of delta3
             for p in range(1):
                 total_p = np.float64(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta3[p, i]
                 grad_b3[p] = total_p
             # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 if a > 0 else 0)
             for q in range(2):
-                for i in range(m):
+                for i in range(cols):
                     back = np.float64(0.0)
                     for p in range(1):
                         back += W3[p, q] * delta3[p, i]
                     delta2[q, i] = back
             for q in range(2):
-                for i in range(m):
+                for i in range(cols):
                     back = delta2[q, i]
                     a = a2[q, i]
                     delta2[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -602,24 +600,24 @@ def _train(
             for p in range(2):
                 for q in range(3):
                     total_pq = np.float64(0.0)
-                    for i in range(m):
+                    for i in range(cols):
                         total_pq += delta2[p, i] * a1[q, i]
                     grad_W2[p, q] = total_pq
             # grad_b2 = sum over samples of delta2
             for p in range(2):
                 total_p = np.float64(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta2[p, i]
                 grad_b2[p] = total_p
             # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
             for q in range(3):
-                for i in range(m):
+                for i in range(cols):
                     back = np.float64(0.0)
                     for p in range(2):
                         back += W2[p, q] * delta2[p, i]
                     delta1[q, i] = back
             for q in range(3):
-                for i in range(m):
+                for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
                     delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -627,13 +625,13 @@ def _train(
             for p in range(3):
                 for q in range(2):
                     total_pq = np.float64(0.0)
-                    for i in range(m):
+                    for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
             # grad_b1 = sum over samples of delta1
             for p in range(3):
                 total_p = np.float64(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta1[p, i]
                 grad_b1[p] = total_p
 

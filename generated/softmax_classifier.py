@@ -136,40 +136,40 @@ TRAINING = {
 
 @numba.njit(cache=True, error_model="numpy")
 def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
-    """Forward pass for the m rows of X; fills z_l and a_l (each (n_l, m))."""
-    m = X.shape[0]
+    """Forward pass for the rows of X; fills z_l and a_l (each (n_l, rows))."""
+    cols = X.shape[0]
     XT = X.T  # a view: column i is sample i
     # z1 = W1 @ XT + b1   (32 units)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(4):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
     np.dot(W2, a1, z2)
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i] + b2[j]
             z2[j, i] = z
             t0 = 0.5 * z
             a2[j, i] = t0 * (math.erf(1.4142135623730951 * t0) + 1.0)
     # z3 = W3 @ a2 + b3   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(16):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = softmax(z3) = exp(z[i])/Sum(exp(z[k]), (k, 0, -1 + n)), evaluated max-shifted per sample;
     # lse_rows = log(sum(exp(z))) is kept for the loss
-    for i in range(m):
+    for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
             top = max(top, z3[j, i])
@@ -186,39 +186,39 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
 @numba.njit(cache=True, error_model="numpy")
 def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
     """Forward pass and the sum over rows of the loss (divide by m for the mean)."""
-    m = X.shape[0]
+    m = cols = X.shape[0]
     XT, YT = X.T, Y.T  # views: column i is sample i
     # z1 = W1 @ XT + b1   (32 units)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(4):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
     np.dot(W2, a1, z2)
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i] + b2[j]
             z2[j, i] = z
             t0 = 0.5 * z
             a2[j, i] = t0 * (math.erf(1.4142135623730951 * t0) + 1.0)
     # z3 = W3 @ a2 + b3   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(16):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = softmax(z3) = exp(z[i])/Sum(exp(z[k]), (k, 0, -1 + n)), evaluated max-shifted per sample;
     # lse_rows = log(sum(exp(z))) is kept for the loss
-    for i in range(m):
+    for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
             top = max(top, z3[j, i])
@@ -271,39 +271,39 @@ def _gradients(
     grad_b3,
 ):
     """Loss sum over the rows of X and the gradients of the batch-mean loss."""
-    m = X.shape[0]
+    m = cols = X.shape[0]
     XT, YT = X.T, Y.T  # views: column i is sample i
     # z1 = W1 @ XT + b1   (32 units)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = b1[j]
             for k in range(4):
                 z += W1[j, k] * XT[k, i]
             z1[j, i] = z
     # a1 = relu(z1) = (z if z > 0 else 0)
     for j in range(32):
-        for i in range(m):
+        for i in range(cols):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
     np.dot(W2, a1, z2)
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
-        for i in range(m):
+        for i in range(cols):
             z = z2[j, i] + b2[j]
             z2[j, i] = z
             t0 = 0.5 * z
             a2[j, i] = t0 * (math.erf(1.4142135623730951 * t0) + 1.0)
     # z3 = W3 @ a2 + b3   (3 units)
     for j in range(3):
-        for i in range(m):
+        for i in range(cols):
             z = b3[j]
             for k in range(16):
                 z += W3[j, k] * a2[k, i]
             z3[j, i] = z
     # a3 = softmax(z3) = exp(z[i])/Sum(exp(z[k]), (k, 0, -1 + n)), evaluated max-shifted per sample;
     # lse_rows = log(sum(exp(z))) is kept for the loss
-    for i in range(m):
+    for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
             top = max(top, z3[j, i])
@@ -332,28 +332,31 @@ def _gradients(
             a = a3[j, i]
             y = YT[j, i]
             delta3[j, i] = (a - y) * inv_m
+        # columns past the m samples (a padded last batch) add nothing to the gradients
+        for i in range(m, cols):
+            delta3[j, i] = 0.0
     # grad_W3 = delta3 @ a2.T
     for p in range(3):
         for q in range(16):
             total_pq = np.float32(0.0)
-            for i in range(m):
+            for i in range(cols):
                 total_pq += delta3[p, i] * a2[q, i]
             grad_W3[p, q] = total_pq
     # grad_b3 = sum over samples of delta3
     for p in range(3):
         total_p = np.float32(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta3[p, i]
         grad_b3[p] = total_p
     # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
     for q in range(16):
-        for i in range(m):
+        for i in range(cols):
             back = np.float32(0.0)
             for p in range(3):
                 back += W3[p, q] * delta3[p, i]
             delta2[q, i] = back
     for q in range(16):
-        for i in range(m):
+        for i in range(cols):
             back = delta2[q, i]
             z = z2[q, i]
             t0 = 1.4142135623730951 * z
@@ -367,13 +370,13 @@ def _gradients(
     # grad_b2 = sum over samples of delta2
     for p in range(16):
         total_p = np.float32(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta2[p, i]
         grad_b2[p] = total_p
     # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
     np.dot(W2.T, delta2, delta1)
     for q in range(32):
-        for i in range(m):
+        for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
             delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -381,13 +384,13 @@ def _gradients(
     for p in range(32):
         for q in range(4):
             total_pq = np.float32(0.0)
-            for i in range(m):
+            for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
     # grad_b1 = sum over samples of delta1
     for p in range(32):
         total_p = np.float32(0.0)
-        for i in range(m):
+        for i in range(cols):
             total_p += delta1[p, i]
         grad_b1[p] = total_p
 
@@ -463,23 +466,25 @@ def _train(
     (first_epoch + e across calls) takes the rows of X_all in a seeded shuffled
     order (if shuffle; else in order) with learning rate lrs[e] and stores in
     totals[e] the sum over rows of the loss at the parameters each mini-batch saw.
+    A last batch of m < batch_size rows runs padded to batch_size columns with
+    zero inputs and a zero output delta, so the padding adds nothing.
     """
     n = X_all.shape[0]
-    rows = min(batch_size, n)
-    # work buffers, allocated once per call (never per batch); each batch of m
-    # samples uses their first n_l * m entries as an (n_l, m) matrix
-    X_rows = np.empty(rows * 4, dtype=np.float32)
-    Y_rows = np.empty(rows * 3, dtype=np.float32)
-    lse_all = np.empty(rows, dtype=np.float32)
-    z1_all = np.empty(32 * rows, dtype=np.float32)
-    a1_all = np.empty(32 * rows, dtype=np.float32)
-    delta1_all = np.empty(32 * rows, dtype=np.float32)
-    z2_all = np.empty(16 * rows, dtype=np.float32)
-    a2_all = np.empty(16 * rows, dtype=np.float32)
-    delta2_all = np.empty(16 * rows, dtype=np.float32)
-    z3_all = np.empty(3 * rows, dtype=np.float32)
-    a3_all = np.empty(3 * rows, dtype=np.float32)
-    delta3_all = np.empty(3 * rows, dtype=np.float32)
+    # work buffers, allocated once per call (never per batch), one column per
+    # sample; a smaller last batch fills its first m columns and zeroes the rest
+    cols = min(batch_size, n)
+    XT = np.zeros((4, cols), dtype=np.float32)
+    YT = np.zeros((3, cols), dtype=np.float32)
+    lse_rows = np.zeros(cols, dtype=np.float32)
+    z1 = np.zeros((32, cols), dtype=np.float32)
+    a1 = np.zeros((32, cols), dtype=np.float32)
+    delta1 = np.zeros((32, cols), dtype=np.float32)
+    z2 = np.zeros((16, cols), dtype=np.float32)
+    a2 = np.zeros((16, cols), dtype=np.float32)
+    delta2 = np.zeros((16, cols), dtype=np.float32)
+    z3 = np.zeros((3, cols), dtype=np.float32)
+    a3 = np.zeros((3, cols), dtype=np.float32)
+    delta3 = np.zeros((3, cols), dtype=np.float32)
     # hyper-parameters in the module's dtype, so the update loop stays in it
     beta1 = np.float32(hyper[0])
     beta2 = np.float32(hyper[1])
@@ -490,7 +495,6 @@ def _train(
     moment1 = slots[0]
     moment2 = slots[1]
 
-    viewed = -1  # the batch size the views below were made for
     for epoch in range(lrs.shape[0]):
         if shuffle:
             epoch_index = first_epoch + epoch
@@ -507,21 +511,6 @@ def _train(
         total = 0.0
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            if m != viewed:
-                # (n_l, m) views of the buffers, remade only when the batch size changes
-                viewed = m
-                XT = X_rows[: 4 * m].reshape((4, m))
-                YT = Y_rows[: 3 * m].reshape((3, m))
-                lse_rows = lse_all[:m]
-                z1 = z1_all[: 32 * m].reshape((32, m))
-                a1 = a1_all[: 32 * m].reshape((32, m))
-                delta1 = delta1_all[: 32 * m].reshape((32, m))
-                z2 = z2_all[: 16 * m].reshape((16, m))
-                a2 = a2_all[: 16 * m].reshape((16, m))
-                delta2 = delta2_all[: 16 * m].reshape((16, m))
-                z3 = z3_all[: 3 * m].reshape((3, m))
-                a3 = a3_all[: 3 * m].reshape((3, m))
-                delta3 = delta3_all[: 3 * m].reshape((3, m))
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -530,37 +519,42 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(3):
                     YT[c, r] = Y_all[row, c]
+            for r in range(m, cols):
+                for c in range(4):
+                    XT[c, r] = 0.0
+                for c in range(3):
+                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (32 units)
             for j in range(32):
-                for i in range(m):
+                for i in range(cols):
                     z = b1[j]
                     for k in range(4):
                         z += W1[j, k] * XT[k, i]
                     z1[j, i] = z
             # a1 = relu(z1) = (z if z > 0 else 0)
             for j in range(32):
-                for i in range(m):
+                for i in range(cols):
                     z = z1[j, i]
                     a1[j, i] = (z) if (z > 0.0) else (0.0)
             # z2 = W2 @ a1 + b2   (16 units)
             np.dot(W2, a1, z2)
             # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
             for j in range(16):
-                for i in range(m):
+                for i in range(cols):
                     z = z2[j, i] + b2[j]
                     z2[j, i] = z
                     t0 = 0.5 * z
                     a2[j, i] = t0 * (math.erf(1.4142135623730951 * t0) + 1.0)
             # z3 = W3 @ a2 + b3   (3 units)
             for j in range(3):
-                for i in range(m):
+                for i in range(cols):
                     z = b3[j]
                     for k in range(16):
                         z += W3[j, k] * a2[k, i]
                     z3[j, i] = z
             # a3 = softmax(z3) = exp(z[i])/Sum(exp(z[k]), (k, 0, -1 + n)), evaluated max-shifted per sample;
             # lse_rows = log(sum(exp(z))) is kept for the loss
-            for i in range(m):
+            for i in range(cols):
                 top = z3[0, i]
                 for j in range(1, 3):
                     top = max(top, z3[j, i])
@@ -588,28 +582,31 @@ def _train(
                     a = a3[j, i]
                     y = YT[j, i]
                     delta3[j, i] = (a - y) * inv_m
+                # columns past the m samples (a padded last batch) add nothing to the gradients
+                for i in range(m, cols):
+                    delta3[j, i] = 0.0
             # grad_W3 = delta3 @ a2.T
             for p in range(3):
                 for q in range(16):
                     total_pq = np.float32(0.0)
-                    for i in range(m):
+                    for i in range(cols):
                         total_pq += delta3[p, i] * a2[q, i]
                     grad_W3[p, q] = total_pq
             # grad_b3 = sum over samples of delta3
             for p in range(3):
                 total_p = np.float32(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta3[p, i]
                 grad_b3[p] = total_p
             # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
             for q in range(16):
-                for i in range(m):
+                for i in range(cols):
                     back = np.float32(0.0)
                     for p in range(3):
                         back += W3[p, q] * delta3[p, i]
                     delta2[q, i] = back
             for q in range(16):
-                for i in range(m):
+                for i in range(cols):
                     back = delta2[q, i]
                     z = z2[q, i]
                     t0 = 1.4142135623730951 * z
@@ -623,13 +620,13 @@ def _train(
             # grad_b2 = sum over samples of delta2
             for p in range(16):
                 total_p = np.float32(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta2[p, i]
                 grad_b2[p] = total_p
             # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
             np.dot(W2.T, delta2, delta1)
             for q in range(32):
-                for i in range(m):
+                for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
                     delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
@@ -637,13 +634,13 @@ def _train(
             for p in range(32):
                 for q in range(4):
                     total_pq = np.float32(0.0)
-                    for i in range(m):
+                    for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
             # grad_b1 = sum over samples of delta1
             for p in range(32):
                 total_p = np.float32(0.0)
-                for i in range(m):
+                for i in range(cols):
                     total_p += delta1[p, i]
                 grad_b1[p] = total_p
 
