@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import warnings
 from collections.abc import Callable, Mapping
 
 import sympy as sp
@@ -73,7 +74,10 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
     if not text.strip():
         raise ExpressionError("expression is empty; write e.g. 'x*tanh(x)'")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():
+            # e.g. "1and x": Python warns and parses; refuse it instead of printing
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(
             f"expression {text!r} is not valid syntax: {exc.msg}"

@@ -402,3 +402,12 @@ def test_random_printable_text_only_raises_expression_error(text):
 def test_sentinel_never_created():
     # Last in file order: no test above created the sentinel.
     assert not os.path.exists(SENTINEL)
+
+
+@pytest.mark.parametrize("text", ["1and x", "x*1if x else 2", "0x1for"])
+def test_text_python_only_warns_about_is_refused_without_a_warning(text, recwarn):
+    # Python parses "1and x" with a SyntaxWarning ("invalid decimal literal");
+    # the parser refuses it as invalid syntax and prints nothing
+    with pytest.raises(ExpressionError, match="not valid syntax"):
+        parse_expression(text, X)
+    assert not [w for w in recwarn if issubclass(w.category, SyntaxWarning)]
