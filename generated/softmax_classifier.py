@@ -458,6 +458,18 @@ def _train(
     grad_b2,
     grad_W3,
     grad_b3,
+    XT,
+    YT,
+    lse_rows,
+    z1,
+    a1,
+    delta1,
+    z2,
+    a2,
+    delta2,
+    z3,
+    a3,
+    delta3,
 ):
     """Mini-batch training for len(lrs) epochs in one call.
 
@@ -467,24 +479,14 @@ def _train(
     order (if shuffle; else in order) with learning rate lrs[e] and stores in
     totals[e] the sum over rows of the loss at the parameters each mini-batch saw.
     A last batch of m < batch_size rows runs padded to batch_size columns with
-    zero inputs and a zero output delta, so the padding adds nothing.
+    zero inputs and a zero output delta, so the padding adds nothing. The buffers
+    are allocated by the caller (in NumPy, which also spares Numba compiling
+    np.zeros).
     """
     n = X_all.shape[0]
-    # work buffers, allocated once per call (never per batch), one column per
-    # sample; a smaller last batch fills its first m columns and zeroes the rest
-    cols = min(batch_size, n)
-    XT = np.zeros((4, cols), dtype=np.float32)
-    YT = np.zeros((3, cols), dtype=np.float32)
-    lse_rows = np.zeros(cols, dtype=np.float32)
-    z1 = np.zeros((32, cols), dtype=np.float32)
-    a1 = np.zeros((32, cols), dtype=np.float32)
-    delta1 = np.zeros((32, cols), dtype=np.float32)
-    z2 = np.zeros((16, cols), dtype=np.float32)
-    a2 = np.zeros((16, cols), dtype=np.float32)
-    delta2 = np.zeros((16, cols), dtype=np.float32)
-    z3 = np.zeros((3, cols), dtype=np.float32)
-    a3 = np.zeros((3, cols), dtype=np.float32)
-    delta3 = np.zeros((3, cols), dtype=np.float32)
+    # the work buffers (_train_buffers) have one column per sample of a batch; a
+    # smaller last batch fills its first m columns and zeroes the rest
+    cols = YT.shape[1]
     # hyper-parameters in the module's dtype, so the update loop stays in it
     beta1 = np.float32(hyper[0])
     beta2 = np.float32(hyper[1])
@@ -786,6 +788,16 @@ def _buffers(rows):
     ]
 
 
+def _train_buffers(cols):
+    """_train's work buffers for batches of up to cols rows (zeroed: the padding)."""
+    inputs = np.zeros((N_INPUT, cols), dtype=DTYPE)  # one column per sample
+    buffers = [inputs, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
+    buffers.append(np.zeros(cols, dtype=DTYPE))  # lse_rows
+    for n in SIZES[1:]:  # z_l, a_l, delta_l
+        buffers += [np.zeros((n, cols), dtype=DTYPE) for _ in range(3)]
+    return buffers
+
+
 def _run_forward(params, X):
     buffers = _buffers(X.shape[0])
     _forward(*params, X, *buffers)
@@ -982,6 +994,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
+    work = _train_buffers(min(batch_size, n))
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
     # train a flat copy of the parameters (one optimizer loop over all of them);
     # params receive it after every call
@@ -1004,7 +1017,7 @@ def fit(
         _train(
             *views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, *_flat_views(grad),
+            clip_norm, hyper, state["step"], totals, *_flat_views(grad), *work,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         for p, trained in zip(params, views, strict=True):
