@@ -766,8 +766,11 @@ def _buffers(rows):
 
 def _train_buffers(cols):
     """_train's work buffers for batches of up to cols rows (zeroed: the padding)."""
-    inputs = np.zeros((N_INPUT, cols), dtype=DTYPE)  # one column per sample
-    buffers = [inputs, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
+    # XT, (N_INPUT, cols): one column per sample; for a BLAS first layer the
+    # transpose of a row-major array, so each sample's inputs are gathered into
+    # contiguous memory and BLAS reads them with a transpose flag
+    XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
+    buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
     for n in SIZES[1:]:  # z_l, a_l, delta_l
         buffers += [np.zeros((n, cols), dtype=DTYPE) for _ in range(3)]
     return buffers
@@ -971,6 +974,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
+    grads = _flat_views(grad)
     work = _train_buffers(min(batch_size, n))
     val_work = _buffers(X_val.shape[0]) if X_val is not None else None
     # train a flat copy of the parameters (one optimizer loop over all of them);
@@ -994,7 +998,7 @@ def fit(
         _train(
             *views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, *_flat_views(grad), *work,
+            clip_norm, hyper, state["step"], totals, *grads, *work,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         for p, trained in zip(params, views, strict=True):
