@@ -1,7 +1,7 @@
 """Loops vs BLAS per layer size: the measurement behind codemodel.uses_blas.
 
 Builds a width-w tanh network (w-w-w-1) twice, once forcing explicit loops and
-once forcing np.dot, and times one training epoch of 1024 rows at batch sizes 32
+once forcing BLAS gemm, and times one training epoch of 1024 rows at batch sizes 32
 and 128.
 
     python bench/blas_threshold.py

@@ -1,7 +1,7 @@
 """Lowering: Derivation -> CodeModel, the plain strings the templates print.
 
 Everything the templates need is decided here: buffer names and shapes, which
-kernel (explicit loops or BLAS ``np.dot``) each layer uses, the formula comment
+kernel (explicit loops or a BLAS gemm call) each layer uses, the formula comment
 of every math line, the initialisation scale. The CodeModel holds only
 strings, ints and bools; templates loop over it and print.
 """
@@ -19,7 +19,7 @@ from .derivation import ActivationDerivation, Derivation, Z
 
 #: Layers with fewer weights than BLAS_MIN_WEIGHTS and at most LOOPS_MAX_INPUTS
 #: inputs use explicit loops (vectorized along the batch, the reduction over the
-#: inputs unrolled); the others call BLAS through np.dot. Measured with
+#: inputs unrolled); the others call BLAS gemm (``_gemm``). Measured with
 #: bench/blas_threshold.py (w-w-w-1 tanh net, float32, 2 cores, ms per 1024-row
 #: epoch, loops/BLAS at batch 32 and 128): 8x8 0.24/0.29 and 0.18/0.22, 16x16
 #: 0.44/0.52 and 0.32/0.32, 24x24 0.78/0.45 and 0.33/0.52, 32x32 1.16/0.87 and
@@ -38,7 +38,9 @@ HELPER_SOURCES = {
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _softplus(u):
     """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
-    return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+    # conditional expressions rather than max/min: those are calls Numba compiles
+    # separately for every argument type
+    return (u if u > 0.0 else 0.0) + math.log1p(math.exp(-abs(u)))
 ''',
     "_tanh_fast": '''
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -48,7 +50,7 @@ def _tanh_fast(u):
     |u| = 9 (float32 tanh is within 1 ulp of +-1 from there). Numba has no vector
     libm here and math.tanh is a scalar call; this one inlines and vectorizes.
     Max error 3 float32 ulp (tests/test_fast_paths.py)."""
-    x = min(max(u, -9.0), 9.0)
+    x = -9.0 if u < -9.0 else (9.0 if u > 9.0 else u)  # NaN stays NaN
     x2 = x * x
     p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
     p = x2 * p + -8.60467152213735e-11
@@ -59,7 +61,8 @@ def _tanh_fast(u):
     q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
     q = x2 * q + 2.26843463243900e-03
     q = x2 * q + 4.89352518554385e-03
-    return min(max(x * p / q, -1.0), 1.0)
+    r = x * p / q
+    return -1.0 if r < -1.0 else (1.0 if r > 1.0 else r)
 ''',
     "_sigmoid": '''
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -94,6 +97,9 @@ class LayerCode:
     n_out: int
     prev: str  # name of the layer's input buffer: "XT" or "a{index-1}"
     use_blas: bool
+    gemm_forward: str  # BLAS calls (empty with loops): z = W @ prev
+    gemm_grad_weight: str  # grad_W = delta @ prev.T
+    gemm_backward: str  # delta_below = W.T @ delta (empty for layer 1)
     activation: Elementwise | None  # None for a row-wise (softmax) output
     derivative: Elementwise | None  # f' used by the delta recursion (hidden layers)
     forward_comment: str
@@ -115,11 +121,15 @@ class CodeModel:
     sizes: tuple[int, ...]
     layers: tuple[LayerCode, ...]
     helpers: tuple[str, ...]  # helper function sources
+    uses_blas: bool  # some layer calls BLAS (the module defines _gemm)
+    gemm_kind: str  # BLAS precision letter: "s" (float32) or "d" (float64)
     rowwise_softmax: bool
     loss_value: Elementwise
     loss_comment: str
+    loss_loads: tuple[tuple[str, str], ...]  # (scalar, buffer element) the loss reads
     output_delta: Elementwise
     output_delta_comment: str
+    output_loads: tuple[tuple[str, str], ...]  # what the fused loss + delta loop reads
     targets: str  # "any" | "probability" | "distribution"
     task: str  # "binary" | "multiclass" | "regression"
     threshold: str  # decision threshold of a binary output, as a Python literal
@@ -162,6 +172,61 @@ def _elementwise(code: ScalarCode) -> Elementwise:
         reads_y="y" in code.inputs,
         reads_lse="lse" in code.inputs,
     )
+
+
+def _gemm(
+    out: str,
+    left: tuple[str, bool, int | str],
+    right: tuple[str, bool, int | str],
+    rows: int | str,
+    cols: int | str,
+    inner: int | str,
+) -> str:
+    """``out = op(left) @ op(right)`` as one call of BLAS gemm (``_xxgemm``).
+
+    Each operand is (row-major buffer, transposed?, the buffer's row length);
+    ``out`` is a row-major (rows, cols) buffer. Column-major BLAS sees every
+    row-major buffer transposed, so it is asked for
+    out.T = op(right).T @ op(left).T: the operands swap places.
+    """
+    (lname, lt, lld), (rname, rt, rld) = left, right
+    flag = {True: "_TRANS", False: "_NO_TRANS"}
+    return (
+        f"_xxgemm(_GEMM_KIND, {flag[rt]}, {flag[lt]}, {cols}, {rows}, {inner}, "
+        f"_ONE.ctypes, {rname}.ctypes, {rld}, {lname}.ctypes, {lld}, "
+        f"_ZERO.ctypes, {out}.ctypes, {cols})"
+    )
+
+
+def _gemm_calls(i: int, n_in: int, n_out: int, prev: str) -> tuple[str, str, str]:
+    """Layer i's three products as BLAS calls: forward, weight gradient, delta.
+
+    The layer input ``prev`` is an (n_in, cols) buffer, except XT for a BLAS first
+    layer: the transpose of the row-major (cols, n_in) array the batch is gathered
+    into, which BLAS reads with the transpose flag instead.
+    """
+    if prev == "XT":
+        as_is, transposed = ("XT", True, n_in), ("XT", False, n_in)
+    else:
+        as_is, transposed = (prev, False, "cols"), (prev, True, "cols")
+    weight, delta = (f"W{i}", False, n_in), (f"delta{i}", False, "cols")
+    forward = _gemm(f"z{i}", weight, as_is, n_out, "cols", n_in)
+    grad_weight = _gemm(f"grad_W{i}", delta, transposed, n_out, n_in, "cols")
+    backward = ""
+    if i > 1:
+        weight_t = (f"W{i}", True, n_in)
+        backward = _gemm(f"delta{i - 1}", weight_t, delta, n_in, "cols", n_out)
+    return forward, grad_weight, backward
+
+
+def _loads(n: int, *codes: Elementwise) -> tuple[tuple[str, str], ...]:
+    """The output-layer scalars the codes read, each with the element it loads."""
+    loads = (
+        ("z", f"z{n}[j, i]", any(c.reads_z for c in codes)),
+        ("a", f"a{n}[j, i]", any(c.reads_a for c in codes)),
+        ("lse", "lse_rows[i]", any(c.reads_lse for c in codes)),
+    )
+    return tuple((name, element) for name, element, read in loads if read)
 
 
 def _init(act: ActivationDerivation, n_in: int, n_out: int) -> tuple[str, str]:
@@ -250,13 +315,20 @@ def lower(derivation: Derivation) -> CodeModel:
             activation = _elementwise(forward_code)
             helpers.update(forward_code.helpers)
         init_comment, init_call = _init(act, info.n_in, info.n_out)
+        use_blas = uses_blas(info.n_in, info.n_out)
+        gemms = (
+            _gemm_calls(i, info.n_in, info.n_out, prev) if use_blas else ("", "", "")
+        )
         layers.append(
             LayerCode(
                 index=i,
                 n_in=info.n_in,
                 n_out=info.n_out,
                 prev=prev,
-                use_blas=uses_blas(info.n_in, info.n_out),
+                use_blas=use_blas,
+                gemm_forward=gemms[0],
+                gemm_grad_weight=gemms[1],
+                gemm_backward=gemms[2],
                 activation=activation,
                 derivative=derivative,
                 forward_comment=(
@@ -286,6 +358,8 @@ def lower(derivation: Derivation) -> CodeModel:
     elif spec.optimizer.name in ("adam",):
         hyper = (*hyper, ("decoupled", "False"))
     task, threshold = _task(derivation)
+    loss_value = _elementwise(loss.value_code)
+    output_delta = _elementwise(loss.output_delta_code)
     arch = "-".join(str(s) for s in spec.sizes)
     acts = ", ".join(layer.activation.label for layer in spec.layers)
     return CodeModel(
@@ -297,13 +371,17 @@ def lower(derivation: Derivation) -> CodeModel:
         sizes=spec.sizes,
         layers=tuple(layers),
         helpers=tuple(HELPER_SOURCES[h].strip() for h in sorted(helpers)),
+        uses_blas=any(layer.use_blas for layer in layers),
+        gemm_kind="s" if spec.dtype == "float32" else "d",
         rowwise_softmax=derivation.layers[-1].activation.kind == "softmax",
-        loss_value=_elementwise(loss.value_code),
+        loss_value=loss_value,
         loss_comment=f"l = {loss.value.text}   ({spec.loss.label}, per output element)",
-        output_delta=_elementwise(loss.output_delta_code),
+        loss_loads=_loads(n_layers, loss_value),
+        output_delta=output_delta,
         output_delta_comment=(
             f"delta{n_layers} = dL/dz{n_layers} = ({loss.output_delta.text}) / batch_size"
         ),
+        output_loads=_loads(n_layers, loss_value, output_delta),
         targets=loss.targets,
         task=task,
         threshold=threshold,

@@ -264,7 +264,7 @@ def _output_form(f: sp.Expr, d: sp.Expr) -> sp.Expr | None:
         return None
     branches = []
     taken = np.zeros_like(grid, dtype=bool)
-    f_fn = sp.lambdify(Z, f, modules=["numpy"])
+    f_fn = sp.lambdify(Z, f, modules=["math"])  # on scalars; "numpy" imports 0.15 s
     for (fb, cond), (db, _) in zip(f.args, d.args, strict=True):
         if cond is sp.true:
             mask = ~taken
@@ -455,7 +455,7 @@ def derive_loss(
         per_element=formula("l", "l", per_element),
         gradient=formula("dl/dy_hat", r"\frac{\partial l}{\partial \hat{y}}", gradient),
         value=formula("l", "l", value_scaled),
-        value_code=print_scalar_code(value_scaled),
+        value_code=print_scalar_code(value_scaled, prefix="v"),
         needs_lse=needs_lse,
         output_delta=formula("dl/dz", r"\frac{\partial l}{\partial z}", delta),
         output_delta_code=print_scalar_code(delta),

@@ -308,20 +308,20 @@ def _gradients(
             a3[j, i] = _sigmoid(z)
 
     total = 0.0
+    inv_m = np.float64(1.0 / m)
+    # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
     # l = (a - y)**2/2   (quadratic, per output element)
+    # delta3 = dL/dz3 = (a*(-1 + a)*(y - a)) / batch_size
     for j in range(1):
+        total_p = np.float64(0.0)
         for i in range(m):
             a = a3[j, i]
             y = YT[j, i]
             total += 0.5 * (a - y) ** 2
-
-    inv_m = np.float64(1.0 / m)
-    # delta3 = dL/dz3 = (a*(-1 + a)*(y - a)) / batch_size
-    for j in range(1):
-        for i in range(m):
-            a = a3[j, i]
-            y = YT[j, i]
-            delta3[j, i] = (-a * (a - 1.0) * (a - y)) * inv_m
+            delta = (-a * (a - 1.0) * (a - y)) * inv_m
+            delta3[j, i] = delta
+            total_p += delta
+        grad_b3[j] = total_p
         # columns past the m samples (a padded last batch) add nothing to the gradients
         for i in range(m, cols):
             delta3[j, i] = 0.0
@@ -332,12 +332,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta3[p, i] * a2[q, i]
             grad_W3[p, q] = total_pq
-    # grad_b3 = sum over samples of delta3
-    for p in range(1):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta3[p, i]
-        grad_b3[p] = total_p
     # delta2 = (W3.T @ delta3) * f'(z2), f' = a*(1 - a)
     for q in range(3):
         for i in range(cols):
@@ -345,11 +339,16 @@ def _gradients(
             for p in range(1):
                 back += W3[p, q] * delta3[p, i]
             delta2[q, i] = back
+    # grad_b2 = sum over samples of delta2, in the same pass
     for q in range(3):
+        total_p = np.float64(0.0)
         for i in range(cols):
             back = delta2[q, i]
             a = a2[q, i]
-            delta2[q, i] = back * (-a * (a - 1.0))
+            delta = back * (-a * (a - 1.0))
+            delta2[q, i] = delta
+            total_p += delta
+        grad_b2[q] = total_p
     # grad_W2 = delta2 @ a1.T
     for p in range(3):
         for q in range(3):
@@ -357,12 +356,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta2[p, i] * a1[q, i]
             grad_W2[p, q] = total_pq
-    # grad_b2 = sum over samples of delta2
-    for p in range(3):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta2[p, i]
-        grad_b2[p] = total_p
     # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
     for q in range(3):
         for i in range(cols):
@@ -370,11 +363,16 @@ def _gradients(
             for p in range(3):
                 back += W2[p, q] * delta2[p, i]
             delta1[q, i] = back
+    # grad_b1 = sum over samples of delta1, in the same pass
     for q in range(3):
+        total_p = np.float64(0.0)
         for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
-            delta1[q, i] = back * (-a * (a - 1.0))
+            delta = back * (-a * (a - 1.0))
+            delta1[q, i] = delta
+            total_p += delta
+        grad_b1[q] = total_p
     # grad_W1 = delta1 @ XT.T
     for p in range(3):
         for q in range(2):
@@ -382,12 +380,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
-    # grad_b1 = sum over samples of delta1
-    for p in range(3):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta1[p, i]
-        grad_b1[p] = total_p
 
     return total
 
@@ -499,7 +491,7 @@ def _train(
         lr = np.float64(lrs[epoch])
         total = 0.0
         for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
+            m = batch_size if start + batch_size <= n else n - start
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -508,11 +500,10 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(1):
                     YT[c, r] = Y_all[row, c]
+            # the columns past m get zero inputs (YT's are never read)
             for r in range(m, cols):
                 for c in range(2):
                     XT[c, r] = 0.0
-                for c in range(1):
-                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (3 units)
             for j in range(3):
                 for i in range(cols):
@@ -550,20 +541,20 @@ def _train(
                     z = z3[j, i]
                     a3[j, i] = _sigmoid(z)
 
+            inv_m = np.float64(1.0 / m)
+            # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
             # l = (a - y)**2/2   (quadratic, per output element)
+            # delta3 = dL/dz3 = (a*(-1 + a)*(y - a)) / batch_size
             for j in range(1):
+                total_p = np.float64(0.0)
                 for i in range(m):
                     a = a3[j, i]
                     y = YT[j, i]
                     total += 0.5 * (a - y) ** 2
-
-            inv_m = np.float64(1.0 / m)
-            # delta3 = dL/dz3 = (a*(-1 + a)*(y - a)) / batch_size
-            for j in range(1):
-                for i in range(m):
-                    a = a3[j, i]
-                    y = YT[j, i]
-                    delta3[j, i] = (-a * (a - 1.0) * (a - y)) * inv_m
+                    delta = (-a * (a - 1.0) * (a - y)) * inv_m
+                    delta3[j, i] = delta
+                    total_p += delta
+                grad_b3[j] = total_p
                 # columns past the m samples (a padded last batch) add nothing to the gradients
                 for i in range(m, cols):
                     delta3[j, i] = 0.0
@@ -574,12 +565,6 @@ def _train(
                     for i in range(cols):
                         total_pq += delta3[p, i] * a2[q, i]
                     grad_W3[p, q] = total_pq
-            # grad_b3 = sum over samples of delta3
-            for p in range(1):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta3[p, i]
-                grad_b3[p] = total_p
             # delta2 = (W3.T @ delta3) * f'(z2), f' = a*(1 - a)
             for q in range(3):
                 for i in range(cols):
@@ -587,11 +572,16 @@ def _train(
                     for p in range(1):
                         back += W3[p, q] * delta3[p, i]
                     delta2[q, i] = back
+            # grad_b2 = sum over samples of delta2, in the same pass
             for q in range(3):
+                total_p = np.float64(0.0)
                 for i in range(cols):
                     back = delta2[q, i]
                     a = a2[q, i]
-                    delta2[q, i] = back * (-a * (a - 1.0))
+                    delta = back * (-a * (a - 1.0))
+                    delta2[q, i] = delta
+                    total_p += delta
+                grad_b2[q] = total_p
             # grad_W2 = delta2 @ a1.T
             for p in range(3):
                 for q in range(3):
@@ -599,12 +589,6 @@ def _train(
                     for i in range(cols):
                         total_pq += delta2[p, i] * a1[q, i]
                     grad_W2[p, q] = total_pq
-            # grad_b2 = sum over samples of delta2
-            for p in range(3):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta2[p, i]
-                grad_b2[p] = total_p
             # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
             for q in range(3):
                 for i in range(cols):
@@ -612,11 +596,16 @@ def _train(
                     for p in range(3):
                         back += W2[p, q] * delta2[p, i]
                     delta1[q, i] = back
+            # grad_b1 = sum over samples of delta1, in the same pass
             for q in range(3):
+                total_p = np.float64(0.0)
                 for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
-                    delta1[q, i] = back * (-a * (a - 1.0))
+                    delta = back * (-a * (a - 1.0))
+                    delta1[q, i] = delta
+                    total_p += delta
+                grad_b1[q] = total_p
             # grad_W1 = delta1 @ XT.T
             for p in range(3):
                 for q in range(2):
@@ -624,19 +613,14 @@ def _train(
                     for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
-            # grad_b1 = sum over samples of delta1
-            for p in range(3):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta1[p, i]
-                grad_b1[p] = total_p
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
                 norm_sq = 0.0
                 for k in range(grad.size):
                     norm_sq += grad[k] * grad[k]
-                factor = min(1.0, clip_norm / (math.sqrt(norm_sq) + 1e-6))
+                factor = clip_norm / (math.sqrt(norm_sq) + 1e-6)
+                factor = factor if factor < 1.0 else 1.0
                 for k in range(grad.size):
                     grad[k] *= factor
             step[0] += 1

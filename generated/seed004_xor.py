@@ -255,20 +255,20 @@ def _gradients(
             a2[j, i] = _sigmoid(z)
 
     total = 0.0
+    inv_m = np.float64(1.0 / m)
+    # one pass over the outputs: the loss, the output delta and its sum (grad_b2)
     # l = (a - y)**2/2   (quadratic, per output element)
+    # delta2 = dL/dz2 = (a*(-1 + a)*(y - a)) / batch_size
     for j in range(1):
+        total_p = np.float64(0.0)
         for i in range(m):
             a = a2[j, i]
             y = YT[j, i]
             total += 0.5 * (a - y) ** 2
-
-    inv_m = np.float64(1.0 / m)
-    # delta2 = dL/dz2 = (a*(-1 + a)*(y - a)) / batch_size
-    for j in range(1):
-        for i in range(m):
-            a = a2[j, i]
-            y = YT[j, i]
-            delta2[j, i] = (-a * (a - 1.0) * (a - y)) * inv_m
+            delta = (-a * (a - 1.0) * (a - y)) * inv_m
+            delta2[j, i] = delta
+            total_p += delta
+        grad_b2[j] = total_p
         # columns past the m samples (a padded last batch) add nothing to the gradients
         for i in range(m, cols):
             delta2[j, i] = 0.0
@@ -279,12 +279,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta2[p, i] * a1[q, i]
             grad_W2[p, q] = total_pq
-    # grad_b2 = sum over samples of delta2
-    for p in range(1):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta2[p, i]
-        grad_b2[p] = total_p
     # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
     for q in range(2):
         for i in range(cols):
@@ -292,11 +286,16 @@ def _gradients(
             for p in range(1):
                 back += W2[p, q] * delta2[p, i]
             delta1[q, i] = back
+    # grad_b1 = sum over samples of delta1, in the same pass
     for q in range(2):
+        total_p = np.float64(0.0)
         for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
-            delta1[q, i] = back * (-a * (a - 1.0))
+            delta = back * (-a * (a - 1.0))
+            delta1[q, i] = delta
+            total_p += delta
+        grad_b1[q] = total_p
     # grad_W1 = delta1 @ XT.T
     for p in range(2):
         for q in range(2):
@@ -304,12 +303,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
-    # grad_b1 = sum over samples of delta1
-    for p in range(2):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta1[p, i]
-        grad_b1[p] = total_p
 
     return total
 
@@ -414,7 +407,7 @@ def _train(
         lr = np.float64(lrs[epoch])
         total = 0.0
         for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
+            m = batch_size if start + batch_size <= n else n - start
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -423,11 +416,10 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(1):
                     YT[c, r] = Y_all[row, c]
+            # the columns past m get zero inputs (YT's are never read)
             for r in range(m, cols):
                 for c in range(2):
                     XT[c, r] = 0.0
-                for c in range(1):
-                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (2 units)
             for j in range(2):
                 for i in range(cols):
@@ -453,20 +445,20 @@ def _train(
                     z = z2[j, i]
                     a2[j, i] = _sigmoid(z)
 
+            inv_m = np.float64(1.0 / m)
+            # one pass over the outputs: the loss, the output delta and its sum (grad_b2)
             # l = (a - y)**2/2   (quadratic, per output element)
+            # delta2 = dL/dz2 = (a*(-1 + a)*(y - a)) / batch_size
             for j in range(1):
+                total_p = np.float64(0.0)
                 for i in range(m):
                     a = a2[j, i]
                     y = YT[j, i]
                     total += 0.5 * (a - y) ** 2
-
-            inv_m = np.float64(1.0 / m)
-            # delta2 = dL/dz2 = (a*(-1 + a)*(y - a)) / batch_size
-            for j in range(1):
-                for i in range(m):
-                    a = a2[j, i]
-                    y = YT[j, i]
-                    delta2[j, i] = (-a * (a - 1.0) * (a - y)) * inv_m
+                    delta = (-a * (a - 1.0) * (a - y)) * inv_m
+                    delta2[j, i] = delta
+                    total_p += delta
+                grad_b2[j] = total_p
                 # columns past the m samples (a padded last batch) add nothing to the gradients
                 for i in range(m, cols):
                     delta2[j, i] = 0.0
@@ -477,12 +469,6 @@ def _train(
                     for i in range(cols):
                         total_pq += delta2[p, i] * a1[q, i]
                     grad_W2[p, q] = total_pq
-            # grad_b2 = sum over samples of delta2
-            for p in range(1):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta2[p, i]
-                grad_b2[p] = total_p
             # delta1 = (W2.T @ delta2) * f'(z1), f' = a*(1 - a)
             for q in range(2):
                 for i in range(cols):
@@ -490,11 +476,16 @@ def _train(
                     for p in range(1):
                         back += W2[p, q] * delta2[p, i]
                     delta1[q, i] = back
+            # grad_b1 = sum over samples of delta1, in the same pass
             for q in range(2):
+                total_p = np.float64(0.0)
                 for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
-                    delta1[q, i] = back * (-a * (a - 1.0))
+                    delta = back * (-a * (a - 1.0))
+                    delta1[q, i] = delta
+                    total_p += delta
+                grad_b1[q] = total_p
             # grad_W1 = delta1 @ XT.T
             for p in range(2):
                 for q in range(2):
@@ -502,19 +493,14 @@ def _train(
                     for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
-            # grad_b1 = sum over samples of delta1
-            for p in range(2):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta1[p, i]
-                grad_b1[p] = total_p
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
                 norm_sq = 0.0
                 for k in range(grad.size):
                     norm_sq += grad[k] * grad[k]
-                factor = min(1.0, clip_norm / (math.sqrt(norm_sq) + 1e-6))
+                factor = clip_norm / (math.sqrt(norm_sq) + 1e-6)
+                factor = factor if factor < 1.0 else 1.0
                 for k in range(grad.size):
                     grad[k] *= factor
             step[0] += 1

@@ -25,6 +25,8 @@ import time
 
 import numba
 import numpy as np
+from numba import types
+from numba.np.linalg import ensure_blas
 
 GENERATOR_VERSION = "0.2.0"
 SPEC_HASH = "ffb8c9508c69b246"
@@ -123,6 +125,39 @@ TRAINING = {
 }
 
 
+# Products of BLAS layers call gemm through numba_xxgemm, the C helper behind
+# Numba's own np.dot, directly: np.dot compiles layout checks and a function per
+# operand layout at every product, a third of the first fit's compile time. The
+# arguments are those of BLAS ?gemm (column-major): kind, transa, transb, m, n, k,
+# alpha, a, lda, b, ldb, beta, c, ldc. A row-major buffer is its transpose to
+# BLAS, so out = left @ right is asked for as out.T = right.T @ left.T.
+ensure_blas()  # SciPy's BLAS, with the integer width Numba was built for
+_GEMM_ARRAY = types.CPointer(types.float32)
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char,  # kind: ord("s") float32, ord("d") float64
+        types.char,  # transa: ord("N") or ord("T")
+        types.char,  # transb
+        types.intp,  # m
+        types.intp,  # n
+        types.intp,  # k
+        _GEMM_ARRAY,  # alpha
+        _GEMM_ARRAY,  # a
+        types.intp,  # lda
+        _GEMM_ARRAY,  # b
+        types.intp,  # ldb
+        _GEMM_ARRAY,  # beta
+        _GEMM_ARRAY,  # c
+        types.intp,  # ldc
+    ),
+)
+_GEMM_KIND = ord("s")
+_TRANS, _NO_TRANS = ord("T"), ord("N")
+_ONE = np.ones(1, dtype=DTYPE)
+_ZERO = np.zeros(1, dtype=DTYPE)
+
+
 # Each jitted function below holds its whole computation (the forward, loss and
 # backward code is repeated, not called): Numba compiles every callee again
 # inside each caller, and one function per task cut the first fit's compile
@@ -152,7 +187,7 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
-    np.dot(W2, a1, z2)
+    _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 16, 32, _ONE.ctypes, a1.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, z2.ctypes, cols)  # fmt: skip
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
         for i in range(cols):
@@ -172,7 +207,8 @@ def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3, lse_rows):
     for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
-            top = max(top, z3[j, i])
+            value = z3[j, i]
+            top = value if value > top else top
         total_exp = 0.0
         for j in range(3):
             exp_shifted = math.exp(z3[j, i] - top)
@@ -201,7 +237,7 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
-    np.dot(W2, a1, z2)
+    _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 16, 32, _ONE.ctypes, a1.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, z2.ctypes, cols)  # fmt: skip
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
         for i in range(cols):
@@ -221,7 +257,8 @@ def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3, lse_rows):
     for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
-            top = max(top, z3[j, i])
+            value = z3[j, i]
+            top = value if value > top else top
         total_exp = 0.0
         for j in range(3):
             exp_shifted = math.exp(z3[j, i] - top)
@@ -286,7 +323,7 @@ def _gradients(
             z = z1[j, i]
             a1[j, i] = (z) if (z > 0.0) else (0.0)
     # z2 = W2 @ a1 + b2   (16 units)
-    np.dot(W2, a1, z2)
+    _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 16, 32, _ONE.ctypes, a1.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, z2.ctypes, cols)  # fmt: skip
     # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
     for j in range(16):
         for i in range(cols):
@@ -306,7 +343,8 @@ def _gradients(
     for i in range(cols):
         top = z3[0, i]
         for j in range(1, 3):
-            top = max(top, z3[j, i])
+            value = z3[j, i]
+            top = value if value > top else top
         total_exp = 0.0
         for j in range(3):
             exp_shifted = math.exp(z3[j, i] - top)
@@ -317,21 +355,22 @@ def _gradients(
         lse_rows[i] = top + math.log(total_exp)
 
     total = 0.0
+    inv_m = np.float32(1.0 / m)
+    # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
     # l = lse*y - y*z   (cross_entropy, per output element)
+    # delta3 = dL/dz3 = (a - y) / batch_size
     for j in range(3):
+        total_p = np.float32(0.0)
         for i in range(m):
             z = z3[j, i]
+            a = a3[j, i]
             lse = lse_rows[i]
             y = YT[j, i]
             total += y * (lse - z)
-
-    inv_m = np.float32(1.0 / m)
-    # delta3 = dL/dz3 = (a - y) / batch_size
-    for j in range(3):
-        for i in range(m):
-            a = a3[j, i]
-            y = YT[j, i]
-            delta3[j, i] = (a - y) * inv_m
+            delta = (a - y) * inv_m
+            delta3[j, i] = delta
+            total_p += delta
+        grad_b3[j] = total_p
         # columns past the m samples (a padded last batch) add nothing to the gradients
         for i in range(m, cols):
             delta3[j, i] = 0.0
@@ -342,12 +381,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta3[p, i] * a2[q, i]
             grad_W3[p, q] = total_pq
-    # grad_b3 = sum over samples of delta3
-    for p in range(3):
-        total_p = np.float32(0.0)
-        for i in range(cols):
-            total_p += delta3[p, i]
-        grad_b3[p] = total_p
     # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
     for q in range(16):
         for i in range(cols):
@@ -355,31 +388,35 @@ def _gradients(
             for p in range(3):
                 back += W3[p, q] * delta3[p, i]
             delta2[q, i] = back
+    # grad_b2 = sum over samples of delta2, in the same pass
     for q in range(16):
+        total_p = np.float32(0.0)
         for i in range(cols):
             back = delta2[q, i]
             z = z2[q, i]
             t0 = 1.4142135623730951 * z
-            delta2[q, i] = back * (
+            delta = back * (
                 0.5 * math.pi ** (-0.5) * t0 * math.exp(-0.5 * z**2)
                 + 0.5 * math.erf(0.5 * t0)
                 + 0.5
             )
+            delta2[q, i] = delta
+            total_p += delta
+        grad_b2[q] = total_p
     # grad_W2 = delta2 @ a1.T
-    np.dot(delta2, a1.T, grad_W2)
-    # grad_b2 = sum over samples of delta2
-    for p in range(16):
-        total_p = np.float32(0.0)
-        for i in range(cols):
-            total_p += delta2[p, i]
-        grad_b2[p] = total_p
+    _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 32, 16, cols, _ONE.ctypes, a1.ctypes, cols, delta2.ctypes, cols, _ZERO.ctypes, grad_W2.ctypes, 32)  # fmt: skip
     # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
-    np.dot(W2.T, delta2, delta1)
+    _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 32, 16, _ONE.ctypes, delta2.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, delta1.ctypes, cols)  # fmt: skip
+    # grad_b1 = sum over samples of delta1, in the same pass
     for q in range(32):
+        total_p = np.float32(0.0)
         for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
-            delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
+            delta = back * ((1.0) if (a > 0.0) else (0.0))
+            delta1[q, i] = delta
+            total_p += delta
+        grad_b1[q] = total_p
     # grad_W1 = delta1 @ XT.T
     for p in range(32):
         for q in range(4):
@@ -387,12 +424,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
-    # grad_b1 = sum over samples of delta1
-    for p in range(32):
-        total_p = np.float32(0.0)
-        for i in range(cols):
-            total_p += delta1[p, i]
-        grad_b1[p] = total_p
 
     return total
 
@@ -512,7 +543,7 @@ def _train(
         lr = np.float32(lrs[epoch])
         total = 0.0
         for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
+            m = batch_size if start + batch_size <= n else n - start
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -521,11 +552,10 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(3):
                     YT[c, r] = Y_all[row, c]
+            # the columns past m get zero inputs (YT's are never read)
             for r in range(m, cols):
                 for c in range(4):
                     XT[c, r] = 0.0
-                for c in range(3):
-                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (32 units)
             for j in range(32):
                 for i in range(cols):
@@ -539,7 +569,7 @@ def _train(
                     z = z1[j, i]
                     a1[j, i] = (z) if (z > 0.0) else (0.0)
             # z2 = W2 @ a1 + b2   (16 units)
-            np.dot(W2, a1, z2)
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 16, 32, _ONE.ctypes, a1.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, z2.ctypes, cols)  # fmt: skip
             # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
             for j in range(16):
                 for i in range(cols):
@@ -559,7 +589,8 @@ def _train(
             for i in range(cols):
                 top = z3[0, i]
                 for j in range(1, 3):
-                    top = max(top, z3[j, i])
+                    value = z3[j, i]
+                    top = value if value > top else top
                 total_exp = 0.0
                 for j in range(3):
                     exp_shifted = math.exp(z3[j, i] - top)
@@ -569,21 +600,22 @@ def _train(
                     a3[j, i] = a3[j, i] / total_exp
                 lse_rows[i] = top + math.log(total_exp)
 
+            inv_m = np.float32(1.0 / m)
+            # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
             # l = lse*y - y*z   (cross_entropy, per output element)
+            # delta3 = dL/dz3 = (a - y) / batch_size
             for j in range(3):
+                total_p = np.float32(0.0)
                 for i in range(m):
                     z = z3[j, i]
+                    a = a3[j, i]
                     lse = lse_rows[i]
                     y = YT[j, i]
                     total += y * (lse - z)
-
-            inv_m = np.float32(1.0 / m)
-            # delta3 = dL/dz3 = (a - y) / batch_size
-            for j in range(3):
-                for i in range(m):
-                    a = a3[j, i]
-                    y = YT[j, i]
-                    delta3[j, i] = (a - y) * inv_m
+                    delta = (a - y) * inv_m
+                    delta3[j, i] = delta
+                    total_p += delta
+                grad_b3[j] = total_p
                 # columns past the m samples (a padded last batch) add nothing to the gradients
                 for i in range(m, cols):
                     delta3[j, i] = 0.0
@@ -594,12 +626,6 @@ def _train(
                     for i in range(cols):
                         total_pq += delta3[p, i] * a2[q, i]
                     grad_W3[p, q] = total_pq
-            # grad_b3 = sum over samples of delta3
-            for p in range(3):
-                total_p = np.float32(0.0)
-                for i in range(cols):
-                    total_p += delta3[p, i]
-                grad_b3[p] = total_p
             # delta2 = (W3.T @ delta3) * f'(z2), f' = (1 + z*sqrt(2)*exp(-z**2/2)/sqrt(pi) + erf(z*sqrt(2)/2))/2
             for q in range(16):
                 for i in range(cols):
@@ -607,31 +633,35 @@ def _train(
                     for p in range(3):
                         back += W3[p, q] * delta3[p, i]
                     delta2[q, i] = back
+            # grad_b2 = sum over samples of delta2, in the same pass
             for q in range(16):
+                total_p = np.float32(0.0)
                 for i in range(cols):
                     back = delta2[q, i]
                     z = z2[q, i]
                     t0 = 1.4142135623730951 * z
-                    delta2[q, i] = back * (
+                    delta = back * (
                         0.5 * math.pi ** (-0.5) * t0 * math.exp(-0.5 * z**2)
                         + 0.5 * math.erf(0.5 * t0)
                         + 0.5
                     )
+                    delta2[q, i] = delta
+                    total_p += delta
+                grad_b2[q] = total_p
             # grad_W2 = delta2 @ a1.T
-            np.dot(delta2, a1.T, grad_W2)
-            # grad_b2 = sum over samples of delta2
-            for p in range(16):
-                total_p = np.float32(0.0)
-                for i in range(cols):
-                    total_p += delta2[p, i]
-                grad_b2[p] = total_p
+            _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 32, 16, cols, _ONE.ctypes, a1.ctypes, cols, delta2.ctypes, cols, _ZERO.ctypes, grad_W2.ctypes, 32)  # fmt: skip
             # delta1 = (W2.T @ delta2) * f'(z1), f' = (1 if a > 0 else 0)
-            np.dot(W2.T, delta2, delta1)
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 32, 16, _ONE.ctypes, delta2.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, delta1.ctypes, cols)  # fmt: skip
+            # grad_b1 = sum over samples of delta1, in the same pass
             for q in range(32):
+                total_p = np.float32(0.0)
                 for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
-                    delta1[q, i] = back * ((1.0) if (a > 0.0) else (0.0))
+                    delta = back * ((1.0) if (a > 0.0) else (0.0))
+                    delta1[q, i] = delta
+                    total_p += delta
+                grad_b1[q] = total_p
             # grad_W1 = delta1 @ XT.T
             for p in range(32):
                 for q in range(4):
@@ -639,27 +669,22 @@ def _train(
                     for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
-            # grad_b1 = sum over samples of delta1
-            for p in range(32):
-                total_p = np.float32(0.0)
-                for i in range(cols):
-                    total_p += delta1[p, i]
-                grad_b1[p] = total_p
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
                 norm_sq = 0.0
                 for k in range(grad.size):
                     norm_sq += grad[k] * grad[k]
-                factor = min(1.0, clip_norm / (math.sqrt(norm_sq) + 1e-6))
+                factor = clip_norm / (math.sqrt(norm_sq) + 1e-6)
+                factor = factor if factor < 1.0 else 1.0
                 for k in range(grad.size):
                     grad[k] *= factor
             step[0] += 1
             t = step[0]
             # torch.optim.Adam (AdamW: decoupled decay p *= 1 - lr * weight_decay), bias-corrected:
             # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-            step_size = np.float32(lr / (1.0 - hyper[0] ** t))
-            bias2_sqrt = np.float32(math.sqrt(1.0 - hyper[1] ** t))
+            step_size = np.float32(lr / (1.0 - hyper[0] ** float(t)))
+            bias2_sqrt = np.float32(math.sqrt(1.0 - hyper[1] ** float(t)))
             decay = (
                 np.float32(1.0 - lr * hyper[3]) if hyper[4] != 0.0 else np.float32(1.0)
             )

@@ -125,7 +125,9 @@ def _sigmoid(u):
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _softplus(u):
     """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
-    return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+    # conditional expressions rather than max/min: those are calls Numba compiles
+    # separately for every argument type
+    return (u if u > 0.0 else 0.0) + math.log1p(math.exp(-abs(u)))
 
 
 # Each jitted function below holds its whole computation (the forward, loss and
@@ -260,20 +262,21 @@ def _gradients(
             a2[j, i] = _sigmoid(z)
 
     total = 0.0
-    # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
-    for j in range(1):
-        for i in range(m):
-            z = z2[j, i]
-            y = YT[j, i]
-            total += -y * z + _softplus(z)
-
     inv_m = np.float64(1.0 / m)
+    # one pass over the outputs: the loss, the output delta and its sum (grad_b2)
+    # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
     # delta2 = dL/dz2 = (a - y) / batch_size
     for j in range(1):
+        total_p = np.float64(0.0)
         for i in range(m):
+            z = z2[j, i]
             a = a2[j, i]
             y = YT[j, i]
-            delta2[j, i] = (a - y) * inv_m
+            total += -y * z + _softplus(z)
+            delta = (a - y) * inv_m
+            delta2[j, i] = delta
+            total_p += delta
+        grad_b2[j] = total_p
         # columns past the m samples (a padded last batch) add nothing to the gradients
         for i in range(m, cols):
             delta2[j, i] = 0.0
@@ -284,12 +287,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta2[p, i] * a1[q, i]
             grad_W2[p, q] = total_pq
-    # grad_b2 = sum over samples of delta2
-    for p in range(1):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta2[p, i]
-        grad_b2[p] = total_p
     # delta1 = (W2.T @ delta2) * f'(z1), f' = 1 - a**2
     for q in range(8):
         for i in range(cols):
@@ -297,11 +294,16 @@ def _gradients(
             for p in range(1):
                 back += W2[p, q] * delta2[p, i]
             delta1[q, i] = back
+    # grad_b1 = sum over samples of delta1, in the same pass
     for q in range(8):
+        total_p = np.float64(0.0)
         for i in range(cols):
             back = delta1[q, i]
             a = a1[q, i]
-            delta1[q, i] = back * (1.0 - a**2)
+            delta = back * (1.0 - a**2)
+            delta1[q, i] = delta
+            total_p += delta
+        grad_b1[q] = total_p
     # grad_W1 = delta1 @ XT.T
     for p in range(8):
         for q in range(2):
@@ -309,12 +311,6 @@ def _gradients(
             for i in range(cols):
                 total_pq += delta1[p, i] * XT[q, i]
             grad_W1[p, q] = total_pq
-    # grad_b1 = sum over samples of delta1
-    for p in range(8):
-        total_p = np.float64(0.0)
-        for i in range(cols):
-            total_p += delta1[p, i]
-        grad_b1[p] = total_p
 
     return total
 
@@ -424,7 +420,7 @@ def _train(
         lr = np.float64(lrs[epoch])
         total = 0.0
         for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
+            m = batch_size if start + batch_size <= n else n - start
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
             for r in range(m):
@@ -433,11 +429,10 @@ def _train(
                     XT[c, r] = X_all[row, c]
                 for c in range(1):
                     YT[c, r] = Y_all[row, c]
+            # the columns past m get zero inputs (YT's are never read)
             for r in range(m, cols):
                 for c in range(2):
                     XT[c, r] = 0.0
-                for c in range(1):
-                    YT[c, r] = 0.0
             # z1 = W1 @ XT + b1   (8 units)
             for j in range(8):
                 for i in range(cols):
@@ -463,20 +458,21 @@ def _train(
                     z = z2[j, i]
                     a2[j, i] = _sigmoid(z)
 
-            # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
-            for j in range(1):
-                for i in range(m):
-                    z = z2[j, i]
-                    y = YT[j, i]
-                    total += -y * z + _softplus(z)
-
             inv_m = np.float64(1.0 / m)
+            # one pass over the outputs: the loss, the output delta and its sum (grad_b2)
+            # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
             # delta2 = dL/dz2 = (a - y) / batch_size
             for j in range(1):
+                total_p = np.float64(0.0)
                 for i in range(m):
+                    z = z2[j, i]
                     a = a2[j, i]
                     y = YT[j, i]
-                    delta2[j, i] = (a - y) * inv_m
+                    total += -y * z + _softplus(z)
+                    delta = (a - y) * inv_m
+                    delta2[j, i] = delta
+                    total_p += delta
+                grad_b2[j] = total_p
                 # columns past the m samples (a padded last batch) add nothing to the gradients
                 for i in range(m, cols):
                     delta2[j, i] = 0.0
@@ -487,12 +483,6 @@ def _train(
                     for i in range(cols):
                         total_pq += delta2[p, i] * a1[q, i]
                     grad_W2[p, q] = total_pq
-            # grad_b2 = sum over samples of delta2
-            for p in range(1):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta2[p, i]
-                grad_b2[p] = total_p
             # delta1 = (W2.T @ delta2) * f'(z1), f' = 1 - a**2
             for q in range(8):
                 for i in range(cols):
@@ -500,11 +490,16 @@ def _train(
                     for p in range(1):
                         back += W2[p, q] * delta2[p, i]
                     delta1[q, i] = back
+            # grad_b1 = sum over samples of delta1, in the same pass
             for q in range(8):
+                total_p = np.float64(0.0)
                 for i in range(cols):
                     back = delta1[q, i]
                     a = a1[q, i]
-                    delta1[q, i] = back * (1.0 - a**2)
+                    delta = back * (1.0 - a**2)
+                    delta1[q, i] = delta
+                    total_p += delta
+                grad_b1[q] = total_p
             # grad_W1 = delta1 @ XT.T
             for p in range(8):
                 for q in range(2):
@@ -512,27 +507,22 @@ def _train(
                     for i in range(cols):
                         total_pq += delta1[p, i] * XT[q, i]
                     grad_W1[p, q] = total_pq
-            # grad_b1 = sum over samples of delta1
-            for p in range(8):
-                total_p = np.float64(0.0)
-                for i in range(cols):
-                    total_p += delta1[p, i]
-                grad_b1[p] = total_p
 
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients
                 norm_sq = 0.0
                 for k in range(grad.size):
                     norm_sq += grad[k] * grad[k]
-                factor = min(1.0, clip_norm / (math.sqrt(norm_sq) + 1e-6))
+                factor = clip_norm / (math.sqrt(norm_sq) + 1e-6)
+                factor = factor if factor < 1.0 else 1.0
                 for k in range(grad.size):
                     grad[k] *= factor
             step[0] += 1
             t = step[0]
             # torch.optim.Adam (AdamW: decoupled decay p *= 1 - lr * weight_decay), bias-corrected:
             # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-            step_size = np.float64(lr / (1.0 - hyper[0] ** t))
-            bias2_sqrt = np.float64(math.sqrt(1.0 - hyper[1] ** t))
+            step_size = np.float64(lr / (1.0 - hyper[0] ** float(t)))
+            bias2_sqrt = np.float64(math.sqrt(1.0 - hyper[1] ** float(t)))
             decay = (
                 np.float64(1.0 - lr * hyper[3]) if hyper[4] != 0.0 else np.float64(1.0)
             )
