@@ -50,7 +50,8 @@ def _tanh_fast(u):
     |u| = 9 (float32 tanh is within 1 ulp of +-1 from there). Numba has no vector
     libm here and math.tanh is a scalar call; this one inlines and vectorizes.
     Max error 3 float32 ulp (tests/test_fast_paths.py)."""
-    x = -9.0 if u < -9.0 else (9.0 if u > 9.0 else u)  # NaN stays NaN
+    # min/max, not conditional expressions: LLVM vectorizes these clamps
+    x = min(max(u, -9.0), 9.0)
     x2 = x * x
     p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
     p = x2 * p + -8.60467152213735e-11
@@ -61,8 +62,7 @@ def _tanh_fast(u):
     q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
     q = x2 * q + 2.26843463243900e-03
     q = x2 * q + 4.89352518554385e-03
-    r = x * p / q
-    return -1.0 if r < -1.0 else (1.0 if r > 1.0 else r)
+    return min(max(x * p / q, -1.0), 1.0)
 ''',
     "_sigmoid": '''
 @numba.njit(cache=True, error_model="numpy", inline="always")
