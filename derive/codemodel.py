@@ -19,7 +19,7 @@ from .derivation import ActivationDerivation, Derivation, Z
 
 #: Layers with fewer weights than BLAS_MIN_WEIGHTS and at most LOOPS_MAX_INPUTS
 #: inputs use explicit loops (vectorized along the batch, the reduction over the
-#: inputs unrolled); the others call BLAS gemm (``_gemm``). Measured with
+#: inputs unrolled); the others call BLAS gemm (``_xxgemm``). Measured with
 #: bench/blas_threshold.py (w-w-w-1 tanh net, float32, 2 cores, ms per 1024-row
 #: epoch, loops/BLAS at batch 32 and 128): 8x8 0.24/0.29 and 0.18/0.22, 16x16
 #: 0.44/0.52 and 0.32/0.32, 24x24 0.78/0.45 and 0.33/0.52, 32x32 1.16/0.87 and
@@ -38,8 +38,8 @@ HELPER_SOURCES = {
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _softplus(u):
     """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
-    # conditional expressions rather than max/min: those are calls Numba compiles
-    # separately for every argument type
+    # a conditional expression rather than max: a call Numba compiles separately
+    # (this is scalar code; the vectorized tanh clamps keep min/max)
     return (u if u > 0.0 else 0.0) + math.log1p(math.exp(-abs(u)))
 ''',
     "_tanh_fast": '''
@@ -121,7 +121,7 @@ class CodeModel:
     sizes: tuple[int, ...]
     layers: tuple[LayerCode, ...]
     helpers: tuple[str, ...]  # helper function sources
-    uses_blas: bool  # some layer calls BLAS (the module defines _gemm)
+    uses_blas: bool  # some layer calls BLAS (the module declares _xxgemm)
     gemm_kind: str  # BLAS precision letter: "s" (float32) or "d" (float64)
     rowwise_softmax: bool
     loss_value: Elementwise

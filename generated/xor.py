@@ -126,8 +126,8 @@ def _sigmoid(u):
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _softplus(u):
     """log(1 + exp(u)) without overflow: max(u, 0) + log1p(exp(-|u|))."""
-    # conditional expressions rather than max/min: those are calls Numba compiles
-    # separately for every argument type
+    # a conditional expression rather than max: a call Numba compiles separately
+    # (this is scalar code; the vectorized tanh clamps keep min/max)
     return (u if u > 0.0 else 0.0) + math.log1p(math.exp(-abs(u)))
 
 
