@@ -1,4 +1,4 @@
-"""Loops vs BLAS per layer size: the measurement behind codemodel.uses_blas.
+"""Loops vs BLAS per layer size: the measurement behind derive.codegen.lowering.uses_blas.
 
 Builds a width-w tanh network (w-w-w-1) twice, once forcing explicit loops and
 once forcing BLAS gemm, and times one training epoch of 1024 rows at batch sizes 32
@@ -18,7 +18,7 @@ import numpy as np
 
 os.environ.setdefault("DERIVE_CACHE_DIR", tempfile.mkdtemp(prefix="derive-bench-"))
 
-import derive.codemodel as codemodel  # noqa: E402
+import derive.codegen.lowering as codemodel  # noqa: E402
 from derive.generate import atomic_write, generate_source, import_path  # noqa: E402
 from derive.spec import spec_from_dict  # noqa: E402
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from impl_derive import Trainer  # noqa: E402
 from workloads import BY_KEY, WORKLOADS, init_params  # noqa: E402
 
-from derive.codemodel import uses_blas  # noqa: E402
+from derive.codegen.lowering import uses_blas  # noqa: E402
 
 HAND_WRITTEN = {"W1": 2.0e6, "W2": 1.98e6, "W3": 497e3, "W4": 101e3}  # issue 6
 

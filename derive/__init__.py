@@ -7,13 +7,13 @@ Flow: ``load_spec`` -> ``derive`` -> ``lower`` -> ``render`` -> ``build``;
 
 from ._version import __version__
 from .data import DataError, Table, load_table
-from .derivation import Derivation, derive
+from .engine.derivation import Derivation, derive
 from .errors import DerivationError, DeriveError, ExpressionError, SpecError
-from .explain import Explanation, explain
 from .generate import build, generate_source, write_module
 from .network import Network
+from .present.explain import Explanation, explain
+from .present.worked import WorkedExample, worked_example
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
-from .worked import WorkedExample, worked_example
 
 __all__ = [
     "DataError",

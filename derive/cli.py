@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain
+    from .present.explain import explain
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -154,7 +154,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             "give both, or neither for the symbolic derivation"
         )
     from .network import Network
-    from .worked import worked_example
+    from .present.worked import worked_example
 
     network = Network.load(args.weights, spec)
     table = _read_data(network, args.data, args.target, target_required=True)
@@ -331,7 +331,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(csv_text)
     else:
-        from .generate import atomic_write
+        from .fileio import atomic_write
 
         atomic_write(args.out, csv_text)
         print(f"wrote {table.X.shape[0]} predictions to {args.out}")
@@ -442,7 +442,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"({int(round(accuracy * n_test))}/{n_test} test points)"
     )
 
-    from .generate import atomic_write
+    from .fileio import atomic_write
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(paths["spec"], texts["spec"])

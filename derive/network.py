@@ -29,7 +29,8 @@ import numpy as np
 from ._version import __version__
 from .data import DataError
 from .errors import DeriveError, SpecError
-from .generate import atomic_open, build
+from .fileio import atomic_open
+from .generate import build
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
 
 #: Marks an .npz written by Network.save (bumped if the layout changes).

@@ -156,7 +156,7 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
             + ", ".join(f".{ext}" for ext in sorted(supported))
         )
     metadata = {"Software": SOFTWARE} if fmt == "png" else None
-    from .generate import atomic_open
+    from .fileio import atomic_open
 
     with atomic_open(path, "wb") as fh:
         figure.savefig(fh, format=fmt, dpi=120, metadata=metadata)

@@ -19,6 +19,7 @@ documented in the README):
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import keyword
@@ -30,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExpressionError, SpecError
+from .layers import DEFAULT_KIND, LAYER_KINDS, LayerKind
+from .layers import Param as LayerParam
 from .ops import ACTIVATIONS, LOSSES, RESERVED, Activation, Loss, UserExpr
 from .ops import user_activation as _user_activation
 from .ops import user_loss as _user_loss
+from .optimizers import OPTIMIZERS
 
 DTYPES = ("float32", "float64")
 
@@ -66,25 +70,52 @@ class OpRef:
 
 @dataclass(frozen=True)
 class Layer:
-    """A dense layer: ``z = a_prev W^T + b``, ``a = activation(z)``."""
+    """One ``[[layers]]`` table: a layer kind (:data:`~derive.layers.LAYER_KINDS`),
+    its attributes in canonical form (every parameter of the kind, in its order;
+    sizes as one int per spatial axis), and its activation (kinds that take one).
 
-    units: int
-    activation: OpRef
+    A dense layer is ``z = W a_prev + b``, ``a = activation(z)``.
+    """
 
+    kind: str = DEFAULT_KIND
+    attrs: tuple[tuple[str, Any], ...] = ()
+    activation: OpRef | None = None
 
-# Optimizers and their hyper-parameters, with torch.optim's names and defaults.
-OPTIMIZERS: Mapping[str, Mapping[str, Any]] = {
-    "sgd": {"lr": 0.01, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
-            "weight_decay": 0.0},
-    "momentum": {"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "nesterov": False,
-                 "weight_decay": 0.0},
-    "nesterov": {"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "nesterov": True,
-                 "weight_decay": 0.0},
-    "adam": {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
-    "adamw": {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01},
-    "rmsprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0,
-                "momentum": 0.0},
-}  # fmt: skip
+    @classmethod
+    def dense(cls, units: int, activation: OpRef) -> Layer:
+        return cls(DEFAULT_KIND, (("units", units),), activation)
+
+    def get(self, name: str) -> Any:
+        return dict(self.attrs)[name]
+
+    @property
+    def units(self) -> int:
+        """A dense layer's number of units."""
+        return int(self.get("units"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain data; a dense layer omits its kind (so specs written
+        before layer kinds existed keep their hash)."""
+        out: dict[str, Any] = {} if self.kind == DEFAULT_KIND else {"kind": self.kind}
+        out.update((k, list(v) if isinstance(v, tuple) else v) for k, v in self.attrs)
+        if self.activation is not None:
+            out["activation"] = self.activation.to_toml_value()
+        return out
+
+    @property
+    def label(self) -> str:
+        """Short text, e.g. ``conv2d(filters=8, kernel=3x3)``, for summaries."""
+        if self.kind == DEFAULT_KIND:
+            return f"dense({self.units})"
+        kind = LAYER_KINDS[self.kind]
+        parts = []
+        for param in kind.params:
+            value = self.get(param.name)
+            shown = (
+                "x".join(str(v) for v in value) if isinstance(value, tuple) else value
+            )
+            parts.append(f"{param.name}={shown}")
+        return f"{self.kind}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -140,10 +171,14 @@ class Training:
 
 @dataclass(frozen=True)
 class Spec:
-    """One network: sizes, ops, loss, optimizer, training defaults and dtype."""
+    """One network: input shape, layers, loss, optimizer, training defaults, dtype.
+
+    ``input`` is a number of features, or a per-sample shape: ``(C, L)`` for 1-D
+    signals, ``(C, H, W)`` for images.
+    """
 
     name: str
-    input: int
+    input: int | tuple[int, ...]
     layers: tuple[Layer, ...]
     loss: OpRef
     dtype: str = "float64"
@@ -151,20 +186,45 @@ class Spec:
     training: Training = field(default_factory=Training)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample input shape: ``(features,)``, ``(C, L)`` or ``(C, H, W)``."""
+        return (self.input,) if isinstance(self.input, int) else tuple(self.input)
+
+    @property
+    def n_inputs(self) -> int:
+        """Input values per sample (a CSV row's feature count)."""
+        return math.prod(self.input_shape)
+
+    @functools.cached_property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-sample shapes: the input's, then each layer's output."""
+        return _layer_shapes(self.input_shape, self.layers)
+
+    @property
     def sizes(self) -> tuple[int, ...]:
-        """Layer widths including the input: ``(input, units_1, ..., units_L)``."""
-        return (self.input, *(layer.units for layer in self.layers))
+        """Values per sample of the input and of each layer's output: for a dense
+        network the widths ``(input, units_1, ..., units_L)``."""
+        return tuple(math.prod(shape) for shape in self.shapes)
+
+    @property
+    def architecture(self) -> str:
+        """``2-8-1`` for a dense network; the layers and shapes otherwise."""
+        if all(layer.kind == DEFAULT_KIND for layer in self.layers) and isinstance(
+            self.input, int
+        ):
+            return "-".join(str(s) for s in self.sizes)
+        parts = ["x".join(map(str, self.input_shape))]
+        for layer, shape in zip(self.layers, self.shapes[1:], strict=True):
+            parts.append(f"{layer.kind} {'x'.join(map(str, shape))}")
+        return " -> ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical plain-data form (what :func:`spec_from_dict` accepts)."""
         return {
             "name": self.name,
             "dtype": self.dtype,
-            "input": self.input,
-            "layers": [
-                {"units": layer.units, "activation": layer.activation.to_toml_value()}
-                for layer in self.layers
-            ],
+            "input": self.input if isinstance(self.input, int) else list(self.input),
+            "layers": [layer.to_dict() for layer in self.layers],
             "loss": _loss_table(self.loss),
             "optimizer": {
                 "name": self.optimizer.name,
@@ -184,11 +244,25 @@ class Spec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def activation_def(self, index: int) -> Activation:
-        """The op definition of layer ``index`` (0-based)."""
-        return resolve_activation(self.layers[index].activation)
+        """The op definition of layer ``index``'s activation (0-based)."""
+        ref = self.layers[index].activation
+        if ref is None:
+            raise ValueError(f"layer {index + 1} ({self.layers[index].kind}) has none")
+        return resolve_activation(ref)
 
     def loss_def(self) -> Loss:
         return resolve_loss(self.loss)
+
+
+def _layer_shapes(
+    input_shape: tuple[int, ...], layers: tuple[Layer, ...]
+) -> tuple[tuple[int, ...], ...]:
+    shapes = [input_shape]
+    for layer in layers:
+        kind = LAYER_KINDS[layer.kind]
+        binding = kind.binding(dict(layer.attrs), shapes[-1])
+        shapes.append(kind.bound_output_shape(binding))
+    return tuple(shapes)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
@@ -445,11 +519,9 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
     if dtype not in DTYPES:
         problems.add("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
-    n_input = None
+    input_value: int | tuple[int, ...] | None = None
     if "input" in data:
-        n_input = _positive_int(
-            data["input"], "input", problems, "input (number of features)"
-        )
+        input_value = _input(data["input"], problems)
 
     layers: list[Layer] = []
     raw_layers = data.get("layers", [])
@@ -458,32 +530,26 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
             "layers", "need at least one [[layers]] table with units and activation"
         )
         raw_layers = []
+    shape = (
+        None
+        if input_value is None
+        else ((input_value,) if isinstance(input_value, int) else input_value)
+    )
     for idx, raw in enumerate(raw_layers, start=1):
-        where = f"layers[{idx}]"
-        if not isinstance(raw, Mapping):
-            problems.add(
-                where, f"must be a table with units and activation, got {raw!r}"
-            )
+        layer = _layer(raw, idx, len(raw_layers), problems)
+        if layer is None:
+            shape = None
             continue
-        _check_keys(raw, ["units", "activation"], where, problems)
-        units = None
-        if "units" not in raw:
-            problems.add(where, "missing 'units'; add e.g. units = 8")
-        else:
-            units = _positive_int(raw["units"], where, problems, "units")
-        if "activation" not in raw:
-            problems.add(where, "missing 'activation'; add e.g. activation = \"relu\"")
-            act = None
-        else:
-            act = _op_ref(
-                raw["activation"], where, problems, ACTIVATIONS, "activation", "x"
-            )
-        if act is not None and act.expr is None:
-            op = ACTIVATIONS[act.name]
-            if op.output_only and idx != len(raw_layers):
-                problems.add(where, f"'{act.name}' is only allowed on the output layer")
-        if units is not None and act is not None:
-            layers.append(Layer(units, act))
+        layers.append(layer)
+        if shape is not None:
+            shape = _check_shape(layer, idx, shape, problems)
+    if layers and len(layers) == len(raw_layers) and layers[-1].kind != DEFAULT_KIND:
+        problems.add(
+            f"layers[{len(raw_layers)}]",
+            f"the output layer must be dense, got kind '{layers[-1].kind}'; end "
+            'with kind = "flatten" (after spatial layers) and a dense layer '
+            '(units = ..., activation = "...")',
+        )
 
     loss = None
     if "loss" in data:
@@ -493,21 +559,256 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
     optimizer = _optimizer(data.get("optimizer", {}), problems)
     training = _training(data.get("training", {}), problems)
 
-    if loss is not None and layers and len(layers) == len(raw_layers):
+    if (
+        loss is not None
+        and layers
+        and len(layers) == len(raw_layers)
+        and layers[-1].activation is not None
+    ):
         _check_pairing(layers[-1].activation, loss, problems)
 
     if problems.items:
         raise SpecError(problems.items, source)
-    assert n_input is not None and loss is not None
+    assert input_value is not None and loss is not None
     return Spec(
         name=name,
-        input=n_input,
+        input=input_value,
         layers=tuple(layers),
         loss=loss,
         dtype=dtype,
         optimizer=optimizer,
         training=training,
     )
+
+
+def _input(value: Any, problems: _Problems) -> int | tuple[int, ...] | None:
+    """``input``: a number of features, or a per-sample shape [C, L] / [C, H, W]."""
+    if isinstance(value, list | tuple):
+        if len(value) in (2, 3) and all(
+            _is_int(v) and 0 < v <= MAX_SIZE for v in value
+        ):
+            return tuple(int(v) for v in value)
+        problems.add(
+            "input",
+            f"a shape must be [channels, length] or [channels, height, width] of "
+            f"positive integers, got {list(value)!r}; e.g. input = [1, 8, 8]",
+        )
+        return None
+    return _positive_int(value, "input", problems, "input (number of features)")
+
+
+def _layer(raw: Any, idx: int, n_layers: int, problems: _Problems) -> Layer | None:
+    """Validate one [[layers]] table into a canonical Layer (None if invalid)."""
+    where = f"layers[{idx}]"
+    if not isinstance(raw, Mapping):
+        problems.add(where, f"must be a table with units and activation, got {raw!r}")
+        return None
+    kind_name = raw.get("kind", DEFAULT_KIND)
+    if not isinstance(kind_name, str) or kind_name not in LAYER_KINDS:
+        names = sorted(LAYER_KINDS)
+        problems.add(
+            where,
+            f"unknown layer kind {kind_name!r}{_suggest(str(kind_name), names)}; "
+            f"available: {', '.join(names)}",
+        )
+        return None
+    kind = LAYER_KINDS[kind_name]
+    allowed = [p.name for p in kind.params]
+    if kind.activation:
+        allowed.append("activation")
+    if "kind" in raw:
+        allowed.insert(0, "kind")
+    before = len(problems.items)
+    for key in raw:
+        if key == "activation" and not kind.activation:
+            problems.add(
+                where,
+                f"a {kind.name} layer takes no activation; remove it (or put the "
+                "activation on the layer before)",
+            )
+        elif key not in allowed:
+            choices = allowed + [k for k in ("kind",) if k not in allowed]
+            problems.add(
+                where,
+                f"unknown key '{key}'{_suggest(str(key), choices)} for a {kind.name} "
+                f"layer (allowed: {', '.join(allowed)})",
+            )
+    attrs: dict[str, Any] = {}
+    for param in kind.params:
+        if param.name not in raw:
+            continue
+        value = _layer_param(raw[param.name], param, kind, where, problems)
+        if value is not None:
+            attrs[param.name] = value
+    for param in kind.params:
+        if param.name in attrs or param.name in raw:
+            continue
+        if param.required:
+            example = "8" if param.type == "int" else "3"
+            problems.add(
+                where, f"missing '{param.name}'; add e.g. {param.name} = {example}"
+            )
+        elif param.default_from is not None:
+            if param.default_from in attrs:
+                attrs[param.name] = attrs[param.default_from]
+        else:
+            attrs[param.name] = _canonical_size(param.default, param, kind)
+    act = None
+    if kind.activation:
+        if "activation" not in raw:
+            problems.add(where, "missing 'activation'; add e.g. activation = \"relu\"")
+        else:
+            act = _op_ref(
+                raw["activation"], where, problems, ACTIVATIONS, "activation", "x"
+            )
+        if act is not None and act.expr is None:
+            op = ACTIVATIONS[act.name]
+            if op.output_only and idx != n_layers:
+                problems.add(where, f"'{act.name}' is only allowed on the output layer")
+            if op.kind != "elementwise" and kind.name != DEFAULT_KIND:
+                problems.add(
+                    where,
+                    f"'{act.name}' works on a vector of outputs, not on a {kind.name} "
+                    "layer; use it on the dense output layer",
+                )
+    if len(problems.items) > before or (kind.activation and act is None):
+        return None
+    ordered = tuple((p.name, attrs[p.name]) for p in kind.params)
+    return Layer(kind.name, ordered, act)
+
+
+def _canonical_size(value: Any, param: LayerParam, kind: LayerKind) -> Any:
+    if param.type != "size":
+        return value
+    rank = kind.rank or 1
+    return tuple(value for _ in range(rank)) if isinstance(value, int) else tuple(value)
+
+
+def _layer_param(
+    value: Any, param: LayerParam, kind: LayerKind, where: str, problems: _Problems
+) -> Any:
+    """One attribute checked against its Param: type, per-axis count, minimum."""
+    name = f"{param.name}"
+    lowest = "positive" if (param.minimum or 0) >= 1 else "non-negative"
+    if param.type == "int" or param.type == "size":
+        rank = kind.rank or 1
+        values = value if isinstance(value, list | tuple) else [value]
+        per_axis = param.type == "size" and isinstance(value, list | tuple)
+        if per_axis and len(values) != rank:
+            problems.add(
+                where,
+                f"{name} must be an int or a list of {rank} ints (one per axis), "
+                f"got {list(value)!r}",
+            )
+            return None
+        if (
+            not values
+            or not all(_is_int(v) for v in values)
+            or (param.type == "int" and isinstance(value, list | tuple))
+        ):
+            problems.add(where, f"{name} must be a {lowest} integer, got {value!r}")
+            return None
+        if param.minimum is not None and any(v < param.minimum for v in values):
+            problems.add(
+                where,
+                f"{name} must be a {lowest} integer, got {value!r}; "
+                f"use e.g. {int(param.minimum) or 1}",
+            )
+            return None
+        if any(v > MAX_SIZE for v in values):
+            problems.add(where, f"{name} is {value!r}; the limit is {MAX_SIZE}")
+            return None
+        return _canonical_size(value, param, kind) if param.type == "size" else value
+    if param.type == "bool":
+        if not isinstance(value, bool):
+            problems.add(where, f"{name} must be true or false, got {value!r}")
+            return None
+        return value
+    if not _is_number(value):
+        problems.add(where, f"{name} must be a finite number, got {value!r}")
+        return None
+    value = float(value)
+    if (param.minimum is not None and value < param.minimum) or (
+        param.below is not None and value >= param.below
+    ):
+        low = "" if param.minimum is None else f">= {param.minimum:g}"
+        high = "" if param.below is None else f"< {param.below:g}"
+        problems.add(
+            where,
+            f"{name} must be {' and '.join(filter(None, (low, high)))}, got {value:g}",
+        )
+        return None
+    return value
+
+
+_AXES = {1: ("length",), 2: ("height", "width")}
+
+
+def _check_shape(
+    layer: Layer, idx: int, shape: tuple[int, ...], problems: _Problems
+) -> tuple[int, ...] | None:
+    """The layer's output shape for an input of ``shape``, or None after adding
+    the problem: a wrong input rank, a window larger than its padded input (an
+    output size below 1, with the computed size), pooling padding over half the
+    kernel."""
+    where = f"layers[{idx}]"
+    kind = LAYER_KINDS[layer.kind]
+    given = "x".join(map(str, shape))
+    source = "the input" if idx == 1 else f"layer {idx - 1}"
+    if kind.rank is not None and len(shape) != kind.rank + 1:
+        if kind.rank == 0:
+            problems.add(
+                where,
+                f"a {kind.name} layer needs a feature vector, but {source} gives "
+                f'shape {given}; add a [[layers]] table with kind = "flatten" '
+                "before it",
+            )
+        else:
+            wanted = (
+                "[channels, length]" if kind.rank == 1 else "[channels, height, width]"
+            )
+            other = "conv2d/max_pool2d" if kind.rank == 1 else "conv1d/max_pool1d"
+            problems.add(
+                where,
+                f"a {kind.name} layer needs an input of shape {wanted}, but {source} "
+                f"gives {given}; give input = {wanted}, or use a {other} layer",
+            )
+        return None
+    attrs = dict(layer.attrs)
+    if kind.rank:
+        axes = _AXES[kind.rank]
+        kernel = attrs.get("kernel", (1,) * kind.rank)
+        padding = attrs.get("padding", (0,) * kind.rank)
+        stride = attrs.get("stride", (1,) * kind.rank)
+        dilation = attrs.get("dilation", (1,) * kind.rank)
+        ok = True
+        for axis, name in enumerate(axes):
+            size, k, p, s, d = (shape[1 + axis], kernel[axis], padding[axis],
+                                stride[axis], dilation[axis])  # fmt: skip
+            span = d * (k - 1) + 1
+            if kind.padding_at_most_half_kernel and p > k // 2:
+                problems.add(
+                    where,
+                    f"padding {p} along the {name} is more than half the kernel {k}; "
+                    f"pooling padding must be at most kernel // 2 = {k // 2} (as in torch)",
+                )
+                ok = False
+                continue
+            out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+            if out < 1:
+                spans = f" (dilated by {d}, it spans {span})" if d > 1 else ""
+                problems.add(
+                    where,
+                    f"the kernel {k}{spans} is larger than the padded {name} "
+                    f"{size + 2 * p} ({size} + 2 x padding {p}) of {source}'s output "
+                    f"{given}: the output {name} would be ({size} + 2*{p} - {d}*({k} - 1)"
+                    f" - 1) // {s} + 1 = {out}; use a smaller kernel or more padding",
+                )
+                ok = False
+        if not ok:
+            return None
+    binding = kind.binding(attrs, shape)
+    return kind.bound_output_shape(binding)
 
 
 def _check_pairing(out: OpRef, loss: OpRef, problems: _Problems) -> None:

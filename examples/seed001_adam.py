@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import derive
-from derive.worked import worked_example
+from derive.present.worked import worked_example
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "seed001_adam.toml"

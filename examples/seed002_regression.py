@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import derive
-from derive.derivation import A, Y, Z
-from derive.worked import worked_example
+from derive.engine.derivation import A, Y, Z
+from derive.present.worked import worked_example
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "seed002_regression.toml"

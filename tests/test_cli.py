@@ -128,7 +128,8 @@ def test_wheel_ships_templates_and_examples(tmp_path):
     (wheel,) = Path(tmp_path).glob("derive-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "derive/templates/module.py.jinja" in names
-    assert "derive/templates/optim_adam.py.jinja" in names
+    assert "derive/templates/optimizers/adam.py.jinja" in names
+    assert "derive/codegen/runtime/runtime.py" in names
     assert "derive/examples/seed001.toml" in names
     assert "derive/cli.py" in names
 
@@ -310,9 +311,9 @@ def test_explain_with_weights_refuses_a_model_of_another_spec(xor_model, capsys)
 
 
 def test_explain_worked_example_of_a_sample(xor_model, capsys):
-    pytest.importorskip("derive.worked")
+    pytest.importorskip("derive.present.worked")
     from derive import Network, load_table
-    from derive.worked import worked_example
+    from derive.present.worked import worked_example
 
     args = ["explain", XOR_SPEC, "--weights", str(xor_model / "model.npz"),
             "--data", str(xor_model / "blobs.csv"), "--sample", "1"]  # fmt: skip

@@ -6,7 +6,7 @@
 - a float32 module with the fast tanh against the float64 module and against a
   float32 module generated with the exact ``math.tanh``;
 - BLAS (``_xxgemm``) kernels against explicit-loop kernels, by generating the same
-  spec with ``codemodel``'s thresholds forced so that every layer is BLAS, and
+  spec with the lowering's thresholds forced so that every layer is BLAS, and
   so that every layer is loops: predict, loss_and_grad and shuffled fit agree.
 
 Modules generated here are written under derive's cache directory with a name
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from corpus import make_spec, random_targets
 
-from derive import codemodel
+from derive.codegen import lowering, printer
 from derive.generate import atomic_write, cache_dir, generate_source, import_path
 from derive.spec import Spec, spec_from_dict
 
@@ -32,10 +32,10 @@ _MODULES: dict[str, object] = {}
 
 
 def _generate(spec: Spec, **overrides) -> str:
-    """generate_source(spec) with codemodel's module constants overridden."""
+    """generate_source(spec) with the lowering's or printer's constants overridden."""
     with pytest.MonkeyPatch.context() as mp:
         for name, value in overrides.items():
-            mp.setattr(codemodel, name, value)
+            mp.setattr(lowering if hasattr(lowering, name) else printer, name, value)
         return generate_source(spec)
 
 
@@ -211,7 +211,7 @@ def test_only_float32_modules_use_fast_approximations(activation):
     spec64 = make_spec("fast_by_dtype", [2, 3, 1], [activation, "identity"], "mse")
     source64 = generate_source(spec64)
     source32 = generate_source(_with_dtype(spec64, "float32"))
-    for exact, fast in codemodel.FAST_FLOAT32.items():
+    for exact, fast in printer.FAST_FLOAT32.items():
         assert fast not in source64
         assert f"{exact}(" in source64
         assert f"def {fast}(" in source32 and f"{fast}(" in source32
@@ -352,9 +352,9 @@ def test_blas_kernels_agree_with_loops(name):
 def test_default_mixed_kernels_agree_with_loops():
     spec = KERNEL_SPECS["softmax_ce"]
     shapes = list(zip(spec.sizes, spec.sizes[1:], strict=False))
-    blas_layers = [codemodel.uses_blas(n_in, n_out) for n_in, n_out in shapes]
+    blas_layers = [lowering.uses_blas(n_in, n_out) for n_in, n_out in shapes]
     if all(blas_layers) or not any(blas_layers):
-        pytest.skip(f"codemodel.uses_blas does not mix kernels on {shapes}")
+        pytest.skip(f"lowering.uses_blas does not mix kernels on {shapes}")
     mixed = _load(spec)
     loops = _load(spec, **ALL_LOOPS)
     _compare_kernels(spec, KERNEL_DATA["softmax_ce"], loops, mixed)

@@ -14,9 +14,10 @@ import pytest
 import sympy as sp
 from scipy import special
 
-from derive.codemodel import HELPER_SOURCES
-from derive.codeprint import HELPERS, ScalarCode, print_scalar_code
-from derive.derivation import A, derive_activation, derive_dense_rules, derive_loss
+from derive.codegen.printer import HELPERS, ScalarCode, print_scalar_code
+from derive.codegen.sources import helper_source
+from derive.engine.derivation import A, derive_activation, derive_kind, derive_loss
+from derive.layers import LAYER_KINDS
 from derive.ops import ACTIVATIONS, LOSSES, UserExpr, user_activation, user_loss
 
 # ------------------------------------------------------------------ helpers
@@ -35,11 +36,29 @@ class _NumbaStub:
 def _load_helpers() -> dict:
     ns: dict = {"math": math, "numba": _NumbaStub()}
     for name in HELPERS:
-        exec(HELPER_SOURCES[name], ns)  # our own helper source
+        exec(helper_source(name), ns)  # our own helper source
     return {name: ns[name] for name in HELPERS}
 
 
 _HELPERS = _load_helpers()
+
+
+def forward_code(d) -> ScalarCode:
+    """The code a module evaluates for an activation's forward (float64)."""
+    return print_scalar_code(d.forward_stable)
+
+
+def derivative_code(d) -> ScalarCode:
+    """The code of the chosen f' form (hidden layers)."""
+    return print_scalar_code(d.derivative.expr)
+
+
+def value_code(ld) -> ScalarCode:
+    return print_scalar_code(ld.value.expr, prefix="v")
+
+
+def delta_code(ld) -> ScalarCode:
+    return print_scalar_code(ld.output_delta.expr)
 
 
 def run_code(sc: ScalarCode, **values: float) -> float:
@@ -152,22 +171,22 @@ GRID = np.linspace(-6.0, 6.0, 50)  # does not contain 0 (the kinks)
 @pytest.mark.parametrize(("name", "overrides"), ACT_CASES, ids=ACT_IDS)
 def test_forward_code_matches_reference(name, overrides):
     d, params = _derive(name, overrides)
-    assert d.forward_code is not None and d.forward_code.inputs == ("z",)
+    assert forward_code(d) is not None and forward_code(d).inputs == ("z",)
     ref = REF_FORWARD[name](GRID, **params)
-    got = run_vec(d.forward_code, z=GRID)
+    got = run_vec(forward_code(d), z=GRID)
     assert_close(got, ref, rtol=1e-12, atol=1e-14, what=f"{name} forward")
 
 
 @pytest.mark.parametrize(("name", "overrides"), ACT_CASES, ids=ACT_IDS)
 def test_derivative_code_matches_finite_difference(name, overrides):
     d, params = _derive(name, overrides)
-    assert d.derivative_code is not None
-    assert set(d.derivative_code.inputs) <= {"z", "a"}
+    assert derivative_code(d) is not None
+    assert set(derivative_code(d).inputs) <= {"z", "a"}
     assert d.derivative_form in ("a", "z")
     if d.derivative_form == "a":
-        assert "z" not in d.derivative_code.inputs
+        assert "z" not in derivative_code(d).inputs
     f = lambda z: REF_FORWARD[name](z, **params)  # noqa: E731
-    got = run_vec(d.derivative_code, z=GRID, a=f(GRID))
+    got = run_vec(derivative_code(d), z=GRID, a=f(GRID))
     assert_close(got, fd(f, GRID), rtol=1e-6, atol=1e-8, what=f"{name} derivative")
 
 
@@ -186,9 +205,9 @@ KINK = {
 @pytest.mark.parametrize(("name", "alpha"), sorted(KINK, key=str), ids=str)
 def test_derivative_at_kink_follows_torch(name, alpha):
     d, params = _derive(name, {} if alpha is None else {"alpha": alpha})
-    a0 = run_code(d.forward_code, z=0.0)
+    a0 = run_code(forward_code(d), z=0.0)
     assert a0 == 0.0
-    assert run_code(d.derivative_code, z=0.0, a=a0) == pytest.approx(
+    assert run_code(derivative_code(d), z=0.0, a=a0) == pytest.approx(
         KINK[(name, alpha)], rel=1e-15
     )
 
@@ -201,10 +220,10 @@ def test_output_form_found(name, expected):
     assert d.derivative_form == "a"
     assert d.derivative_a is not None
     assert sp.simplify(d.derivative_a.expr - expected) == 0
-    assert d.derivative_code.inputs == ("a",)
+    assert derivative_code(d).inputs == ("a",)
     # and the printed a-form code is that polynomial
     for a in (0.0, 0.25, 0.5, 0.9, 1.0, -0.7):
-        assert run_code(d.derivative_code, a=a) == pytest.approx(
+        assert run_code(derivative_code(d), a=a) == pytest.approx(
             float(expected.subs(A, a)), rel=1e-15, abs=1e-16
         )
 
@@ -220,9 +239,9 @@ def test_stable_at_extremes(name, overrides):
     f = lambda z: REF_FORWARD[name](z, **params)  # noqa: E731
     with np.errstate(over="ignore"):
         ref = f(EXTREMES)
-    fwd = run_vec(d.forward_code, z=EXTREMES)
+    fwd = run_vec(forward_code(d), z=EXTREMES)
     assert_close(fwd, ref, rtol=1e-12, atol=1e-14, what=f"{name} forward extremes")
-    der = run_vec(d.derivative_code, z=EXTREMES, a=fwd)
+    der = run_vec(derivative_code(d), z=EXTREMES, a=fwd)
     h = 1e-6 * np.maximum(1.0, np.abs(EXTREMES))
     with np.errstate(over="ignore"):
         ref_d = (f(EXTREMES + h) - f(EXTREMES - h)) / (2 * h)
@@ -231,11 +250,11 @@ def test_stable_at_extremes(name, overrides):
 
 def test_stable_limits():
     def fwd(name, z):
-        return run_code(_derive(name, {})[0].forward_code, z=z)
+        return run_code(forward_code(_derive(name, {})[0]), z=z)
 
     def der(name, z):
         d = _derive(name, {})[0]
-        return run_code(d.derivative_code, z=z, a=run_code(d.forward_code, z=z))
+        return run_code(derivative_code(d), z=z, a=run_code(forward_code(d), z=z))
 
     assert fwd("sigmoid", -1000.0) == 0.0
     assert fwd("sigmoid", 1000.0) == 1.0
@@ -332,11 +351,11 @@ def test_loss_value_and_delta(loss_name, act_name, lp):
         return REF_LOSS[loss_name](f(z), yy, **lparams)
 
     aa = f(zz)
-    value = run_vec(ld.value_code, z=zz, a=aa, y=yy)
+    value = run_vec(value_code(ld), z=zz, a=aa, y=yy)
     assert_close(
         value, scale * composed(zz), rtol=1e-10, atol=1e-13, what=f"{ld.label} value"
     )
-    delta = run_vec(ld.output_delta_code, z=zz, a=aa, y=yy)
+    delta = run_vec(delta_code(ld), z=zz, a=aa, y=yy)
     assert_close(
         delta, scale * fd(composed, zz), rtol=1e-6, atol=1e-9, what=f"{ld.label} delta"
     )
@@ -346,10 +365,10 @@ def test_loss_value_and_delta(loss_name, act_name, lp):
 def test_mae_gradient_zero_at_equality(act_name):
     ld, act, _ = _derive_loss("mae", act_name, {})
     for z in (-0.8, 0.0, 0.5, 2.0):
-        a = run_code(act.forward_code, z=z)
+        a = run_code(forward_code(act), z=z)
         y = a  # y_hat == y exactly
-        assert run_code(ld.output_delta_code, z=z, a=a, y=y) == 0.0
-        assert run_code(ld.value_code, z=z, a=a, y=y) == 0.0
+        assert run_code(delta_code(ld), z=z, a=a, y=y) == 0.0
+        assert run_code(value_code(ld), z=z, a=a, y=y) == 0.0
 
 
 @pytest.mark.parametrize("delta", [1.0, 0.5])
@@ -359,10 +378,10 @@ def test_huber_at_delta(delta, sign):
     y = 0.25
     z = y + sign * delta  # |u| == delta exactly
     # torch: value 0.5 delta^2 (both branches agree), gradient clamp(u) = sign*delta
-    assert run_code(ld.value_code, z=z, a=z, y=y) == pytest.approx(
+    assert run_code(value_code(ld), z=z, a=z, y=y) == pytest.approx(
         0.5 * delta**2 / N_OUT
     )
-    assert run_code(ld.output_delta_code, z=z, a=z, y=y) == pytest.approx(
+    assert run_code(delta_code(ld), z=z, a=z, y=y) == pytest.approx(
         sign * delta / N_OUT
     )
 
@@ -378,11 +397,11 @@ def test_huber_at_delta(delta, sign):
 @pytest.mark.parametrize("y", [0.0, 1.0, 0.3])
 def test_bce_extreme_logits(loss_name, act_name, z, y):
     ld, act, _ = _derive_loss(loss_name, act_name, {})
-    a = run_code(act.forward_code, z=z)  # what the module feeds the delta
-    value = run_code(ld.value_code, z=z, a=a, y=y)
+    a = run_code(forward_code(act), z=z)  # what the module feeds the delta
+    value = run_code(value_code(ld), z=z, a=a, y=y)
     exact = (np.logaddexp(0.0, z) - y * z) / N_OUT
     assert_close(value, exact, rtol=1e-13, atol=1e-300, what=f"{loss_name} value z={z}")
-    delta = run_code(ld.output_delta_code, z=z, a=a, y=y)
+    delta = run_code(delta_code(ld), z=z, a=a, y=y)
     exact_delta = (special.expit(z) - y) / N_OUT
     what = f"{loss_name} delta z={z}"
     assert_close(delta, exact_delta, rtol=1e-13, atol=1e-300, what=what)
@@ -403,18 +422,18 @@ def test_softmax_cross_entropy(z, y):
     act = derive_activation(op, "softmax", ())
     ld = derive_loss(LOSSES["cross_entropy"], "cross_entropy", (), act, op, (), 4)
     assert ld.needs_lse
-    assert set(ld.value_code.inputs) == {"lse", "y", "z"}
-    assert set(ld.output_delta_code.inputs) <= {"a", "y"}
+    assert set(value_code(ld).inputs) == {"lse", "y", "z"}
+    assert set(delta_code(ld).inputs) <= {"a", "y"}
     z, y = np.array(z), np.array(y)
     lse = float(special.logsumexp(z))
     a = special.softmax(z)
     value = sum(
-        run_code(ld.value_code, z=zi, y=yi, lse=lse)
+        run_code(value_code(ld), z=zi, y=yi, lse=lse)
         for zi, yi in zip(z, y, strict=True)
     )
     exact = -np.sum(y * special.log_softmax(z))
     assert_close(value, exact, rtol=1e-13, atol=1e-13, what="cross_entropy value")
-    delta = run_vec(ld.output_delta_code, z=z, a=a, y=y)
+    delta = run_vec(delta_code(ld), z=z, a=a, y=y)
     assert_close(delta, a - y, rtol=1e-13, atol=1e-300, what="cross_entropy delta")
 
 
@@ -447,15 +466,11 @@ def test_softmax_jacobian_numeric():
 
 
 def test_dense_rules_numeric():
-    rules = derive_dense_rules()
-    assert len(rules.index_forms) == 4
-    assert {name for name, _, _ in rules.matrix_forms} >= {"forward", "weight gradient"}
-    forms = {f.lhs_text: f.expr for f in rules.index_forms}
-    grad_w, grad_b, grad_a = forms["dL/dW_pq"], forms["dL/db_p"], forms["dL/da_prev_q"]
-    W, b, a_prev, delta = (sp.IndexedBase(s) for s in ("W", "b", "a_prev", "delta"))
-    syms = {}
-    for f in forms.values():
-        syms.update({s.name: s for s in f.free_symbols if isinstance(s, sp.Symbol)})
+    """The dense kind's derived rules, in gather form, evaluated at numbers,
+    against the matrix rules: grad_W = delta a^T, grad_b = delta, da = W^T delta."""
+    kd = derive_kind(LAYER_KINDS["dense"])
+    forms = {g.target: g for g in kd.gathers}
+    assert set(forms) == {"W", "b", "a"}
     rng = np.random.default_rng(0)
     n_in, n_out = 2, 3
     Wv, dv, av = (
@@ -463,21 +478,33 @@ def test_dense_rules_numeric():
         rng.normal(size=n_out),
         rng.normal(size=n_in),
     )
-    values = {W[i, k]: Wv[i, k] for i in range(n_out) for k in range(n_in)}
-    values.update({delta[i]: dv[i] for i in range(n_out)})
-    values.update({a_prev[k]: av[k] for k in range(n_in)})
+    arrays = {"W": Wv, "a": av, "dz": dv}
 
-    def ev(expr, **idx):
-        e = expr.subs({syms["n_out"]: n_out} if "n_out" in syms else {})
-        e = e.subs({syms[k]: v for k, v in idx.items()}).doit()
-        return float(e.subs(values))
+    def ev(form, index):
+        value = form.value
+        sizes = {str(s): s for s in kd.kind.input + tuple(kd.kind.bind)}
+        sums = {str(s): int(sp.sympify(e).xreplace({sizes["n_out"]: n_out,
+                                                     sizes["n_in"]: n_in}))
+                for s, e in form.sums}  # fmt: skip
+        total = 0.0
+        for point in np.ndindex(*sums.values()) if sums else [()]:
+            env = dict(zip([str(s) for s in form.target_index], index, strict=True))
+            env.update(zip(sums, point, strict=True))
+            term = value.subs({sp.Symbol(k, integer=True, nonnegative=True): v
+                               for k, v in env.items()})  # fmt: skip
+            term = term.replace(
+                lambda e: isinstance(e, sp.Indexed),
+                lambda e: arrays[str(e.base.label)][tuple(int(i) for i in e.indices)],
+            )
+            total += float(term)
+        return total
 
-    gw = np.array([[ev(grad_w, p=p, q=q) for q in range(n_in)] for p in range(n_out)])
+    gw = np.array([[ev(forms["W"], (j, k)) for k in range(n_in)] for j in range(n_out)])
     assert_close(gw, np.outer(dv, av), rtol=1e-14, atol=1e-14, what="grad_W")
-    gb = np.array([ev(grad_b, p=p) for p in range(n_out)])
+    gb = np.array([ev(forms["b"], (j,)) for j in range(n_out)])
     assert_close(gb, dv, rtol=1e-14, atol=1e-14, what="grad_b")
-    ga = np.array([ev(grad_a, q=q) for q in range(n_in)])
-    assert_close(ga, dv @ Wv, rtol=1e-14, atol=1e-14, what="grad_a_prev")
+    ga = np.array([ev(forms["a"], (k,)) for k in range(n_in)])
+    assert_close(ga, Wv.T @ dv, rtol=1e-14, atol=1e-14, what="grad_a_prev")
 
 
 # ------------------------------------------------------ printer regression
@@ -489,7 +516,7 @@ def test_squared_denominator_printed_correctly():
     op = user_activation(UserExpr("1/(1 + x**2)"))
     d = derive_activation(op, "expr", ())
     f = lambda z: 1.0 / (1.0 + z * z)  # noqa: E731
-    got = run_vec(d.derivative_code, z=GRID, a=f(GRID))
+    got = run_vec(derivative_code(d), z=GRID, a=f(GRID))
     np.testing.assert_allclose(got, -2 * GRID / (1 + GRID**2) ** 2, rtol=1e-12)
     z = sp.Symbol("z", real=True)
     sc = print_scalar_code(3 * z / (1 + z) ** 2)

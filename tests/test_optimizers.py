@@ -21,7 +21,7 @@ import pytest
 from corpus import make_spec
 
 import derive
-from derive.spec import OPTIMIZERS
+from derive.optimizers import OPTIMIZERS
 
 # ---------------------------------------------------------------- the specs
 

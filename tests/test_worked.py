@@ -12,7 +12,7 @@ import pytest
 from corpus import CORPUS, random_targets
 
 import derive
-from derive.worked import WorkedExample, worked_example
+from derive.present.worked import WorkedExample, worked_example
 
 # Every kind of head and a few hidden activations: fused sigmoid+BCE, softmax+CE
 # (index-form delta, log-sum-exp value), logits+BCE, huber's Piecewise, a user

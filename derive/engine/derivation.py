@@ -2,8 +2,8 @@
 
 Input: a validated :class:`~derive.spec.Spec`. Output: a :class:`Derivation`,
 plain frozen data. Each derived item is a :class:`Formula` holding its SymPy
-expression (for explanations) and its printed text, LaTeX and Numba code
-(:class:`ScalarCode`): later stages only read the strings.
+expression and its text and LaTeX for explanations; the code is printed later,
+by the lowering, with the printer of the module's dtype.
 
 What is derived, never typed in:
 
@@ -12,8 +12,9 @@ What is derived, never typed in:
 * each loss's gradient ``dl/dy_hat``;
 * the fused output delta ``dL/dz`` of (output activation, loss), in its
   cheapest proven form, and the loss value in a numerically stable form;
-* the dense layer's backprop rules, from the index form
-  ``z_i = sum_k W_ik a_k + b_i``, checked against the matrix rules the code uses.
+* every layer kind's backward rules, from its forward statements in index form
+  (:mod:`derive.engine.adjoint`), each with its textbook gather form checked
+  numerically against the scatter form the code runs.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import sympy as sp
 
-from .codeprint import ScalarCode, print_scalar_code
-from .errors import DerivationError
-from .ops import Activation, Loss
+from ..errors import DerivationError
+from ..layers import LAYER_KINDS, LayerKind
+from ..ops import Activation, Loss
+from ..spec import Spec
+from .adjoint import AdjointRule, GatherRule, check_gather, derive_rules, gather
+from .notation import latex, text
 from .simplify import (
     DERIVATIVE_STRATEGY,
     LOSS_VALUE_STRATEGY,
@@ -37,7 +41,6 @@ from .simplify import (
     introduce_sigmoid,
     introduce_softplus,
 )
-from .spec import Spec
 
 # The scalar symbols every elementwise formula is written in.
 Z = sp.Symbol("z", real=True)
@@ -68,35 +71,10 @@ class Formula:
 
 
 def formula(lhs_text: str, lhs_latex: str, expr: sp.Expr) -> Formula:
-    return Formula(lhs_text, lhs_latex, expr, _text(expr), sp.latex(expr))
-
-
-class _TextPrinter(sp.printing.str.StrPrinter):
-    """Plain-text formulas: Piecewise as Python-style conditionals."""
-
-    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
-        *branches, (last, cond) = expr.args
-        text = (
-            self._print(last)
-            if cond is sp.true
-            else f"({self._print(last)} if {self._print(cond)} else nan)"
-        )
-        for e, c in reversed(branches):
-            text = f"({self._print(e)} if {self._print(c)} else {text})"
-        return text
-
-    def _print_Softplus(self, expr: sp.Expr) -> str:
-        return f"softplus({self._print(expr.args[0])})"
-
-    def _print_Sigmoid(self, expr: sp.Expr) -> str:
-        return f"sigmoid({self._print(expr.args[0])})"
-
-
-_TEXT = _TextPrinter({"order": "none"})
-
-
-def _text(expr: sp.Expr) -> str:
-    return _TEXT.doprint(expr)
+    """A Formula in the project's one notation (:mod:`derive.engine.notation`):
+    index sums and reads in textbook form, ``sum_k exp(z_k)``, never SymPy's
+    ``Sum(...)`` or ``KroneckerDelta(i, j)``."""
+    return Formula(lhs_text, lhs_latex, expr, text(expr, subscripts=True), latex(expr))
 
 
 @dataclass(frozen=True)
@@ -107,12 +85,16 @@ class ActivationDerivation:
     kind: Literal["elementwise", "softmax"]
     init: str
     forward: Formula  # a = f(z)
-    forward_code: ScalarCode | None  # elementwise only
+    forward_stable: sp.Expr | None  # f(z) as the code evaluates it (elementwise only)
     derivative_z: Formula | None  # f'(z)
     derivative_a: Formula | None  # f' in terms of a (None if not found)
-    derivative_code: ScalarCode | None  # the chosen form, for hidden layers
     derivative_form: Literal["a", "z", "jacobian"]
     jacobian: Formula | None  # softmax: da_i/dz_j
+
+    @property
+    def derivative(self) -> Formula | None:
+        """The chosen form of f', which the code evaluates (hidden layers)."""
+        return self.derivative_a if self.derivative_form == "a" else self.derivative_z
 
 
 @dataclass(frozen=True)
@@ -125,60 +107,68 @@ class LossDerivation:
     per_element: Formula  # l(y_hat, y)
     gradient: Formula  # dl/dy_hat
     value: Formula  # the form evaluated for the loss value (z or a)
-    value_code: ScalarCode
     needs_lse: bool  # the value uses the row's log-sum-exp
     output_delta: Formula  # per sample: dl_sample/dz for one output element
-    output_delta_code: ScalarCode
     delta_form: str  # which quantities the delta reads, e.g. "a, y"
 
 
 @dataclass(frozen=True)
-class DenseRules:
-    """The dense layer's backprop rules: index form derived, matrix form checked."""
+class KindDerivation:
+    """A layer kind's derived backward: the scatter rules the code runs and
+    their textbook gather forms (one per rule), the largest difference between
+    the two on the kind's check shapes."""
 
-    index_forms: tuple[Formula, ...]
-    matrix_forms: tuple[tuple[str, str, str], ...]  # (name, text, latex)
+    kind: LayerKind
+    rules: tuple[AdjointRule, ...]
+    gathers: tuple[GatherRule, ...]
+    check_error: float
 
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """One layer of the network: its kind's derivation, bound to this layer's
+    attributes and input shape (``binding``: every symbol of the kind -> int)."""
+
     index: int  # 1-based
-    n_in: int
-    n_out: int
-    activation: ActivationDerivation
+    kind: KindDerivation
+    attrs: tuple[tuple[str, Any], ...]
+    binding: tuple[tuple[sp.Symbol, int], ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    activation: ActivationDerivation | None
     is_output: bool
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def name(self) -> str:
+        return self.kind.kind.name
 
 
 @dataclass(frozen=True)
 class Derivation:
-    """The derivation of one spec: per layer, the loss head, and the dense rules."""
+    """The derivation of one spec: per layer, the loss head, and the kinds used."""
 
     spec: Spec
     layers: tuple[LayerInfo, ...]
     loss: LossDerivation
-    dense: DenseRules
+    kinds: tuple[KindDerivation, ...]
     strategy: str
 
     def formulas(self) -> dict[str, str]:
         """Plain-text formulas by name (the generated module's ``FORMULAS``)."""
+        from .notation import layer_formulas
+
         out: dict[str, str] = {}
-        n = len(self.layers)
         for layer in self.layers:
-            i = layer.index
-            act = layer.activation
-            out[f"z{i}"] = f"z{i} = a{i - 1} @ W{i}.T + b{i}"
-            out[f"a{i}"] = f"a{i} = {act.label}(z{i}) = {act.forward.text}"
-            if not layer.is_output and act.derivative_code is not None:
-                chosen = (
-                    act.derivative_a if act.derivative_form == "a" else act.derivative_z
-                )
-                assert chosen is not None
-                out[f"delta{i}"] = (
-                    f"delta{i} = (delta{i + 1} @ W{i + 1}) * f'(z{i}), "
-                    f"f' = {chosen.text} [{act.derivative_form}-form]"
-                )
-            out[f"grad_W{i}"] = f"grad_W{i} = delta{i}.T @ a{i - 1}"
-            out[f"grad_b{i}"] = f"grad_b{i} = sum over rows of delta{i}"
+            out.update(layer_formulas(self, layer))
+        n = len(self.layers)
         out["loss"] = (
             f"L = mean over rows of {self.loss.reduce} over outputs of "
             f"{self.loss.per_element.text}"
@@ -323,17 +313,15 @@ def derive_activation(
     if d_a is not None:
         d_a = DERIVATIVE_STRATEGY.apply(d_a)
     use_a = d_a is not None and _ops_cost(d_a) <= _ops_cost(d_z)
-    chosen = d_a if use_a else d_z
     stable_forward = DERIVATIVE_STRATEGY.apply(f)
     return ActivationDerivation(
         label=label,
         kind="elementwise",
         init=op.init,
         forward=formula("a", "a", f),
-        forward_code=print_scalar_code(stable_forward),
+        forward_stable=stable_forward,
         derivative_z=formula("f'(z)", "f'(z)", d_z),
         derivative_a=formula("f'(a)", "f'(a)", d_a) if d_a is not None else None,
-        derivative_code=print_scalar_code(chosen),
         derivative_form="a" if use_a else "z",
         jacobian=None,
     )
@@ -391,10 +379,9 @@ def _derive_softmax(op: Activation, label: str) -> ActivationDerivation:
         kind="softmax",
         init=op.init,
         forward=formula("a_i", "a_i", a_i),
-        forward_code=None,
+        forward_stable=None,
         derivative_z=None,
         derivative_a=None,
-        derivative_code=None,
         derivative_form="jacobian",
         jacobian=formula("da_i/dz_j", r"\frac{\partial a_i}{\partial z_j}", jac_a),
     )
@@ -455,10 +442,8 @@ def derive_loss(
         per_element=formula("l", "l", per_element),
         gradient=formula("dl/dy_hat", r"\frac{\partial l}{\partial \hat{y}}", gradient),
         value=formula("l", "l", value_scaled),
-        value_code=print_scalar_code(value_scaled, prefix="v"),
         needs_lse=needs_lse,
         output_delta=formula("dl/dz", r"\frac{\partial l}{\partial z}", delta),
-        output_delta_code=print_scalar_code(delta),
         delta_form=reads,
     )
 
@@ -507,53 +492,29 @@ def _softmax_head(
     return value, delta
 
 
-# ---------------------------------------------------------------------- dense
+# ---------------------------------------------------------------------- layers
 
 
-@functools.lru_cache(maxsize=1)
-def derive_dense_rules() -> DenseRules:
-    """Derive the dense layer's gradients from ``z_i = sum_k W_ik a_k + b_i``
-    and check them against the matrix rules the generated code uses."""
-    n_in, n_out = sp.symbols("n_in n_out", integer=True, positive=True)
-    W, b, a_prev, delta = (sp.IndexedBase(s) for s in ("W", "b", "a_prev", "delta"))
-    z_i = sp.Sum(W[_i, _k] * a_prev[_k], (_k, 0, n_in - 1)) + b[_i]
-
-    def backprop(target: sp.Expr) -> sp.Expr:
-        # dL/dtarget = sum_i dL/dz_i dz_i/dtarget, with dL/dz_i = delta_i.
-        return _strip_range_conditions(
-            sp.Sum(delta[_i] * sp.diff(z_i, target), (_i, 0, n_out - 1))
-        )
-
-    grad_w = backprop(W[_p, _q])
-    grad_b = backprop(b[_p])
-    grad_a = backprop(a_prev[_q])
-    # The matrix rules, written in index form for the check.
-    expected = {
-        "grad_W": delta[_p]
-        * a_prev[_q],  # grad_W = delta^T a_prev (outer product per sample)
-        "grad_b": delta[_p],  # grad_b = delta (summed over the batch's rows)
-        "grad_a_prev": sp.Sum(W[_i, _q] * delta[_i], (_i, 0, n_out - 1)),  # delta W
-    }
-    derived = {"grad_W": grad_w, "grad_b": grad_b, "grad_a_prev": grad_a}
-    for name, expr in derived.items():
-        if sp.simplify((expr - expected[name]).doit()) != 0:
-            raise DerivationError(
-                f"dense rule {name} derived as {expr}, not {expected[name]}"
-            )
-    index_forms = (
-        formula("z_i", "z_i", z_i),
-        formula("dL/dW_pq", r"\frac{\partial L}{\partial W_{pq}}", grad_w),
-        formula("dL/db_p", r"\frac{\partial L}{\partial b_{p}}", grad_b),
-        formula("dL/da_prev_q", r"\frac{\partial L}{\partial a^{prev}_{q}}", grad_a),
-    )
-    matrix_forms = (
-        ("forward", "Z = A_prev @ W.T + b", r"Z = A_{prev} W^\top + b"),
-        ("delta recursion", "Delta_prev = (Delta @ W) * f'(Z_prev)",
-         r"\Delta_{prev} = (\Delta W) \odot f'(Z_{prev})"),
-        ("weight gradient", "grad_W = Delta.T @ A_prev", r"\nabla_W = \Delta^\top A_{prev}"),
-        ("bias gradient", "grad_b = sum over rows of Delta", r"\nabla_b = \mathbf{1}^\top \Delta"),
-    )  # fmt: skip
-    return DenseRules(index_forms, matrix_forms)
+@functools.lru_cache(maxsize=64)
+def derive_kind(kind: LayerKind) -> KindDerivation:
+    """A layer kind's backward rules, their gather forms, and the numeric check
+    of the two forms on the kind's check shapes (``kind.checks``)."""
+    rules = derive_rules(kind)
+    taken = {str(s) for s in kind.bind} | {str(s) for s in kind.input}
+    gathers = tuple(gather(r, kind.tensor(r.target).shape, taken) for r in rules)
+    worst = 0.0
+    for attrs, input_shape in kind.checks:
+        binding = kind.binding(attrs, input_shape)
+        for rule, form in zip(rules, gathers, strict=True):
+            error = check_gather([rule], form, kind, binding)
+            if not error <= 1e-9:
+                raise DerivationError(
+                    f"layer kind {kind.name}: the gather form of d{rule.target} "
+                    f"differs from the scatter rule by {error:.3g} at {attrs}, "
+                    f"input {input_shape}"
+                )
+            worst = max(worst, error)
+    return KindDerivation(kind, rules, gathers, worst)
 
 
 # ---------------------------------------------------------------------- entry
@@ -562,32 +523,48 @@ def derive_dense_rules() -> DenseRules:
 def derive(spec: Spec) -> Derivation:
     """Derive every expression the spec's network needs (see module docstring)."""
     layers = []
-    sizes = spec.sizes
+    shape = spec.input_shape
+    kinds: dict[str, KindDerivation] = {}
+    n_layers = len(spec.layers)
     for idx, layer in enumerate(spec.layers):
-        op = spec.activation_def(idx)
-        act = derive_activation(op, layer.activation.label, layer.activation.params)
+        kind = LAYER_KINDS[layer.kind]
+        if kind.name not in kinds:
+            kinds[kind.name] = derive_kind(kind)
+        binding = kind.binding(dict(layer.attrs), shape)
+        out_shape = kind.bound_output_shape(binding)
+        act = None
+        if layer.activation is not None:
+            op = spec.activation_def(idx)
+            act = derive_activation(op, layer.activation.label, layer.activation.params)
         layers.append(
             LayerInfo(
-                idx + 1, sizes[idx], sizes[idx + 1], act, idx == len(spec.layers) - 1
+                index=idx + 1,
+                kind=kinds[kind.name],
+                attrs=layer.attrs,
+                binding=tuple(sorted(binding.items(), key=lambda kv: str(kv[0]))),
+                input_shape=shape,
+                output_shape=out_shape,
+                activation=act,
+                is_output=idx == n_layers - 1,
             )
         )
-    out_op = spec.activation_def(len(spec.layers) - 1)
+        shape = out_shape
+    out_layer = spec.layers[-1]
+    assert out_layer.activation is not None and layers[-1].activation is not None
     loss = derive_loss(
         spec.loss_def(),
         spec.loss.label,
         spec.loss.params if spec.loss.expr is None else (),
         layers[-1].activation,
-        out_op,
-        spec.layers[-1].activation.params
-        if spec.layers[-1].activation.expr is None
-        else (),
-        sizes[-1],
+        spec.activation_def(n_layers - 1),
+        out_layer.activation.params if out_layer.activation.expr is None else (),
+        layers[-1].n_out,
     )
     return Derivation(
         spec=spec,
         layers=tuple(layers),
         loss=loss,
-        dense=derive_dense_rules(),
+        kinds=tuple(kinds.values()),
         strategy=DERIVATIVE_STRATEGY.describe(),
     )
 
@@ -599,14 +576,14 @@ __all__ = [
     "Y_HAT",
     "Z",
     "ActivationDerivation",
-    "DenseRules",
     "Derivation",
     "Formula",
+    "KindDerivation",
     "LayerInfo",
     "LossDerivation",
     "derive",
     "derive_activation",
-    "derive_dense_rules",
+    "derive_kind",
     "derive_loss",
     "introduce_sigmoid",
     "introduce_softplus",

@@ -1,22 +1,26 @@
-"""Printing derived scalar expressions as Numba-friendly Python code.
+"""Printing SymPy as Numba-friendly Python code: the one place SymPy becomes code.
 
-The printer writes ``math.*`` calls (Numba compiles them to scalar code),
-Python conditional expressions for ``Piecewise``, and calls to the stable
-helpers (``_softplus``, ``_sigmoid``) that every generated module defines.
-Common subexpressions are pulled out with ``sympy.cse`` so nothing is computed
-twice.
+Scalar formulas print with ``math.*`` calls, Python conditional expressions for
+``Piecewise``, calls to the stable helpers (``_softplus``, ``_sigmoid``) and, in
+float32 modules, the fast tanh (``_tanh_fast``): the printer is chosen by dtype.
+Common subexpressions are pulled out with ``sympy.cse``. Reads of tensors print
+as ``name[i, j]``, their indices as integer arithmetic (``//`` and ``%``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-#: Helper functions a printed expression may call, by name (``_tanh_fast`` is
-#: swapped in by the lowering for float32 modules).
-HELPERS = ("_softplus", "_sigmoid", "_tanh_fast")
+from .runtime.helpers import HELPERS
+
+#: float32 modules call these instead of the exact function (bench/ measures the
+#: gain; tests/test_fast_paths.py bounds the error in float32 ulp). float64
+#: modules always use the exact functions.
+FAST_FLOAT32 = {"math.tanh": "_tanh_fast"}
 
 
 def helpers_called(text: str) -> tuple[str, ...]:
@@ -38,17 +42,56 @@ class ScalarCode:
     helpers: tuple[str, ...]
 
 
+class IndexPrinter(PythonCodePrinter):
+    """Integer index arithmetic: ints stay ints, floor(a / k) is ``a // k``."""
+
+    def __init__(self) -> None:
+        super().__init__({"standard": "python3"})
+
+    def _print_floor(self, expr: sp.Expr) -> str:
+        arg = expr.args[0]
+        numerator, denominator = sp.fraction(sp.together(arg))
+        if denominator != 1 and denominator.is_Integer:
+            prec = sp.printing.precedence.PRECEDENCE["Mul"]
+            return f"{self.parenthesize(numerator, prec, strict=True)} // {denominator}"
+        return f"math.floor({self._print(arg)})"  # pragma: no cover
+
+    def _print_Mod(self, expr: sp.Expr) -> str:
+        prec = sp.printing.precedence.PRECEDENCE["Mul"]
+        a, b = expr.args
+        return f"{self.parenthesize(a, prec, strict=True)} % {self._print(b)}"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        indices = ", ".join(self._print(i) for i in expr.indices)
+        return f"{expr.base.label}[{indices}]"
+
+
+_INDEX = IndexPrinter()
+
+
+def index_code(expr: sp.Expr) -> str:
+    """An integer index expression as code."""
+    return _INDEX.doprint(sp.sympify(expr))
+
+
 class NumbaPrinter(PythonCodePrinter):
     """Python code for scalar float math inside ``@numba.njit`` functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float64") -> None:
         super().__init__({"fully_qualified_modules": True, "standard": "python3"})
+        self.dtype = dtype
 
     def _print_Softplus(self, expr: sp.Expr) -> str:
         return f"_softplus({self._print(expr.args[0])})"
 
     def _print_Sigmoid(self, expr: sp.Expr) -> str:
         return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr: sp.Expr) -> str:
+        name = "math.tanh"
+        if self.dtype == "float32":
+            name = FAST_FLOAT32.get(name, name)
+        return f"{name}({self._print(expr.args[0])})"
 
     def _print_sign(self, expr: sp.Expr) -> str:
         # sign(0) = 0, as SymPy's and PyTorch's; math.copysign would give 1.
@@ -72,6 +115,9 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_Float(self, expr: sp.Float) -> str:
         return repr(float(expr))
 
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        return index_code(expr)
+
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         # Integer powers keep an integer exponent: Numba turns x**2 into
         # multiplications, while x**2.0 is a call to pow().
@@ -85,16 +131,25 @@ class NumbaPrinter(PythonCodePrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-_PRINTER = NumbaPrinter()
+@functools.lru_cache(maxsize=2)
+def _printer(dtype: str) -> NumbaPrinter:
+    return NumbaPrinter(dtype)
 
 
-def code(expr: sp.Expr) -> str:
+def code(expr: sp.Expr, dtype: str = "float64") -> str:
     """One expression as code (no CSE). Non-integer rationals print as floats."""
+    expr = sp.sympify(expr)
     floats = {r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if not r.is_Integer}
-    return _PRINTER.doprint(expr.xreplace(floats))
+    return _printer(dtype).doprint(expr.xreplace(floats))
 
 
-def print_scalar_code(expr: sp.Expr, prefix: str = "t") -> ScalarCode:
+#: The scalar names an elementwise formula may read.
+SCALAR_INPUTS = ("z", "a", "y", "lse")
+
+
+def print_scalar_code(
+    expr: sp.Expr, prefix: str = "t", dtype: str = "float64"
+) -> ScalarCode:
     """CSE ``expr`` and print it; temporaries are named ``{prefix}0, {prefix}1, ...``."""
     if isinstance(expr, sp.Piecewise):
         # CSE would hoist branch-only work (e.g. exp(z) of the z <= 0 branch)
@@ -103,9 +158,9 @@ def print_scalar_code(expr: sp.Expr, prefix: str = "t") -> ScalarCode:
     else:
         symbols = sp.numbered_symbols(prefix, real=True)
         replacements, reduced = sp.cse(expr, symbols=symbols, optimizations="basic")
-    temps = tuple((str(sym), code(sub)) for sym, sub in replacements)
-    result = code(reduced[0])
+    temps = tuple((str(sym), code(sub, dtype)) for sym, sub in replacements)
+    result = code(reduced[0], dtype)
     text = " ".join([result, *(t for _, t in temps)])
     names = {str(s) for s in expr.free_symbols}
-    inputs = tuple(n for n in ("z", "a", "y", "lse") if n in names)
+    inputs = tuple(n for n in SCALAR_INPUTS if n in names)
     return ScalarCode(temps, result, inputs, helpers_called(text))

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import jinja2
 
-from .codemodel import CodeModel
+from .lowering import CodeModel
 
 
 def templates_dir() -> Path:
     """The templates: shipped inside the wheel, or the repository's ``templates/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent / "templates"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "templates", package.parent / "templates"):
         if (candidate / "module.py.jinja").is_file():
             return candidate
     raise FileNotFoundError(
-        f"derive's templates are missing (looked in {here / 'templates'} and "
-        f"{here.parent / 'templates'}); reinstall derive"
+        f"derive's templates are missing (looked in {package / 'templates'} and "
+        f"{package.parent / 'templates'}); reinstall derive"
     )
 
 

@@ -1,0 +1,57 @@
+"""The names a generated module defines before its runtime part.
+
+``runtime.py`` is included verbatim at the end of every generated module, where
+these names exist; it imports them from here only so that it is a real Python
+file that ruff can check and a reader can follow. The values below are
+placeholders: each module prints its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DTYPE: Any = np.float64
+#: per-sample input shape, e.g. (2,) or (1, 8, 8); N_INPUT is its product
+INPUT_SHAPE: tuple[int, ...] = (1,)
+N_INPUT = 1
+N_OUTPUT = 1
+TARGETS = "any"  # "any" | "probability" | "distribution"
+TARGET_TOLERANCE = 1e-8  # how far a distribution row's sum may be from 1
+TASK = "regression"  # "binary" | "multiclass" | "regression"
+THRESHOLD = 0.5
+OPTIMIZER: dict[str, Any] = {}
+TRAINING: dict[str, Any] = {}
+#: (name, shape, init, scale) per parameter: init "uniform" (+-scale), "normal"
+#: (std scale) or "zeros"
+_PARAMS: tuple[tuple[str, tuple[int, ...], str, float], ...] = ()
+#: (name, per-sample shape, "float" | "int") of the forward pass's work buffers,
+#: in the kernels' argument order; the batch axis comes last
+_FORWARD_BUFFERS: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+#: (name, per-sample shape) of the backward pass's adjoint buffers
+_DELTA_BUFFERS: tuple[tuple[str, tuple[int, ...]], ...] = ()
+#: position in _FORWARD_BUFFERS of the network's output
+_OUTPUT_BUFFER = 0
+#: a BLAS first layer reads the batch row by row (the transpose of a row-major
+#: array); explicit loops read it feature-major (column i is sample i)
+_INPUT_ROWS = False
+#: the optimizer's hyper-parameters the jitted update reads, in order, and the
+#: number of state vectors (slots) it keeps
+_HYPER_KEYS: tuple[str, ...] = ()
+_STATE_SLOTS = 0
+
+
+def _forward(*args: Any) -> None: ...
+
+
+def _evaluate(*args: Any) -> float: ...
+
+
+def _gradients(*args: Any) -> float: ...
+
+
+def _train(*args: Any) -> None: ...
+
+
+def _epoch_order(seed: int, epoch_index: int, order: np.ndarray) -> None: ...

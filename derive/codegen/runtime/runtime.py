@@ -1,0 +1,476 @@
+"""The runtime half of every generated module: its public API in plain NumPy.
+
+Everything below the marker line is copied verbatim to the end of each generated
+module, after the constants and jitted kernels that ``module_names`` stands in
+for here. It decides at run time, from those constants, what only changes checks
+and reporting (the targets a loss accepts, how accuracy is counted); what changes
+the math was decided when the module was generated.
+"""
+
+# ruff: noqa: I001
+from .module_names import (
+    DTYPE,
+    INPUT_SHAPE,
+    N_INPUT,
+    N_OUTPUT,
+    OPTIMIZER,
+    TARGET_TOLERANCE,
+    TARGETS,
+    TASK,
+    THRESHOLD,
+    TRAINING,
+    _DELTA_BUFFERS,
+    _FORWARD_BUFFERS,
+    _HYPER_KEYS,
+    _INPUT_ROWS,
+    _OUTPUT_BUFFER,
+    _PARAMS,
+    _STATE_SLOTS,
+    _epoch_order,
+    _evaluate,
+    _forward,
+    _gradients,
+    _train,
+)
+import math
+import time
+
+import numpy as np
+
+# ---- generated modules include everything below this line ----
+
+
+def init_params(seed=0):
+    """Fresh parameters in the order of _PARAMS ([W1, b1, ...]), seeded: weights
+    Glorot uniform or He normal (by the layer's activation), biases zero."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for _, shape, init, scale in _PARAMS:
+        if init == "uniform":
+            values = rng.uniform(-scale, scale, size=shape)
+        elif init == "normal":
+            values = rng.normal(0.0, scale, size=shape)
+        else:
+            values = np.zeros(shape)
+        params.append(np.ascontiguousarray(values, dtype=DTYPE))
+    return params
+
+
+_NAMES = [name for name, _, _, _ in _PARAMS]
+_SHAPES = [shape for _, shape, _, _ in _PARAMS]
+_N_PARAMS = sum(math.prod(shape) for shape in _SHAPES)
+
+
+def _check_params(params):
+    if not isinstance(params, list | tuple) or len(params) != len(_SHAPES):
+        listing = ", ".join(_NAMES[:4]) + (", ..." if len(_NAMES) > 4 else "")
+        raise ValueError(
+            f"params must be a list of {len(_SHAPES)} arrays [{listing}] as "
+            "returned by init_params()"
+        )
+    for name, p, shape in zip(_NAMES, params, _SHAPES, strict=True):
+        if not isinstance(p, np.ndarray):
+            raise ValueError(f"{name} must be a numpy array, got {type(p).__name__}")
+        if p.shape != shape:
+            raise ValueError(f"{name} has shape {p.shape}, expected {shape}")
+        if p.dtype != DTYPE:
+            raise ValueError(
+                f"{name} has dtype {p.dtype}, expected {np.dtype(DTYPE)}; "
+                f"convert with p.astype(np.{np.dtype(DTYPE)})"
+            )
+        if not p.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
+        if not np.all(np.isfinite(p)):
+            raise ValueError(f"{name} contains NaN or infinity")
+
+
+def _numeric(name, values):
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _finite_rows(name, arr):
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    arr = np.ascontiguousarray(arr, dtype=DTYPE)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
+        raise ValueError(f"{name} contains NaN or infinity (row {bad})")
+    return arr
+
+
+def _as_inputs(name, values):
+    """Inputs as a C-contiguous (n, N_INPUT) array of DTYPE: rows of
+    INPUT_SHAPE, or the same rows flattened in C order (what a CSV holds)."""
+    arr = _numeric(name, values)
+    if arr.ndim == 1 and N_INPUT == 1:
+        arr = arr.reshape(-1, 1)
+    shaped = arr.ndim == 1 + len(INPUT_SHAPE) and arr.shape[1:] == INPUT_SHAPE
+    if shaped:
+        arr = arr.reshape(arr.shape[0], N_INPUT)
+    elif arr.ndim != 2 or arr.shape[1] != N_INPUT:
+        shape = ", ".join(str(s) for s in INPUT_SHAPE)
+        expected = f"(n, {N_INPUT})"
+        if len(INPUT_SHAPE) > 1:
+            expected = f"(n, {shape}) or {expected} (rows flattened in C order)"
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+    return _finite_rows(name, arr)
+
+
+def _as_targets(name, values):
+    arr = _numeric(name, values)
+    if arr.ndim == 1 and N_OUTPUT == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[1] != N_OUTPUT:
+        raise ValueError(f"{name} must have shape (n, {N_OUTPUT}), got {arr.shape}")
+    return _finite_rows(name, arr)
+
+
+def _check_targets(Y, n_rows):
+    if Y.shape[0] != n_rows:
+        raise ValueError(f"X has {n_rows} rows but Y has {Y.shape[0]}")
+    if TARGETS in ("probability", "distribution") and (np.any(Y < 0) or np.any(Y > 1)):
+        raise ValueError("targets of this loss must lie in [0, 1]")
+    if TARGETS == "distribution":
+        sums = Y.sum(axis=1)
+        off = np.abs(sums - 1) > TARGET_TOLERANCE
+        if np.any(off):
+            row = int(np.flatnonzero(off)[0])
+            raise ValueError(
+                f"cross_entropy targets must be one-hot or class probabilities "
+                f"summing to 1 per row; row {row} sums to {sums[row]:g}"
+            )
+
+
+def _feature_major(X):
+    """The kernels' view of inputs X (n, N_INPUT): feature-major, the samples
+    along the last axis (a transposed view for feature vectors; a C-contiguous
+    copy of shape INPUT_SHAPE + (n,) for images and signals)."""
+    if len(INPUT_SHAPE) == 1:
+        return X.T
+    return np.ascontiguousarray(X.T).reshape((*INPUT_SHAPE, X.shape[0]))
+
+
+def _buffers(rows):
+    """The forward pass's work buffers for `rows` samples (_FORWARD_BUFFERS)."""
+    return [
+        np.empty((*shape, rows), dtype=DTYPE if kind == "float" else np.int64)
+        for _, shape, kind in _FORWARD_BUFFERS
+    ]
+
+
+def _deltas(rows):
+    return [np.empty((*shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+
+
+def _train_buffers(cols):
+    """_train's work buffers for batches of up to cols rows (zeroed: the padding)."""
+    # XT, one column per sample; for a BLAS first layer the transpose of a
+    # row-major array, so each sample's inputs are gathered into contiguous
+    # memory and BLAS reads them with a transpose flag
+    if _INPUT_ROWS:
+        XT = np.zeros((cols, N_INPUT), dtype=DTYPE).T
+    else:
+        XT = np.zeros((*INPUT_SHAPE, cols), dtype=DTYPE)
+    buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
+    for _, shape, kind in _FORWARD_BUFFERS:
+        dtype = DTYPE if kind == "float" else np.int64
+        buffers.append(np.zeros((*shape, cols), dtype=dtype))
+    buffers += [np.zeros((*shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+    return buffers
+
+
+def _run_forward(params, X):
+    buffers = _buffers(X.shape[0])
+    _forward(*params, _feature_major(X), *buffers)
+    return buffers
+
+
+def _outputs(buffers):
+    """The network's outputs (n, N_OUTPUT) from the forward buffers."""
+    return buffers[_OUTPUT_BUFFER].T
+
+
+def _flat_views(flat):
+    """Views of a flat vector shaped like [W1, b1, ...] (they share its memory)."""
+    views, offset = [], 0
+    for shape in _SHAPES:
+        size = math.prod(shape)
+        views.append(flat[offset : offset + size].reshape(shape))
+        offset += size
+    return views
+
+
+def predict(params, X):
+    """Network outputs for the rows of X, shape (n, N_OUTPUT)."""
+    _check_params(params)
+    X = _as_inputs("X", X)
+    return _outputs(_run_forward(params, X)).copy()
+
+
+def loss(params, X, Y):
+    """Batch-mean loss of the rows of X against targets Y (n, N_OUTPUT)."""
+    _check_params(params)
+    X = _as_inputs("X", X)
+    Y = _as_targets("Y", Y)
+    _check_targets(Y, X.shape[0])
+    total = _evaluate(*params, _feature_major(X), Y.T, *_buffers(X.shape[0]))
+    return float(total / X.shape[0])
+
+
+def loss_and_grad(params, X, Y):
+    """Batch-mean loss and its gradients, in the order of params."""
+    _check_params(params)
+    X = _as_inputs("X", X)
+    Y = _as_targets("Y", Y)
+    _check_targets(Y, X.shape[0])
+    rows = X.shape[0]
+    grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
+    total = _gradients(
+        *params, _feature_major(X), Y.T, *_buffers(rows), *_deltas(rows), *grads
+    )
+    return float(total / rows), grads
+
+
+def accuracy(params, X, Y):
+    """Fraction of rows whose predicted class matches Y's (classifiers)."""
+    _check_params(params)
+    X = _as_inputs("X", X)
+    Y = _as_targets("Y", Y)
+    _check_targets(Y, X.shape[0])
+    return _accuracy_of(_outputs(_run_forward(params, X)), Y)
+
+
+def _accuracy_of(outputs, Y):
+    if TASK == "multiclass":
+        # the predicted class is the most probable one; the target's its largest entry
+        return float(np.mean(np.argmax(outputs, axis=1) == np.argmax(Y, axis=1)))
+    if TASK == "binary":
+        # class 1 where the output is above the threshold (0.5 for probabilities,
+        # 0 for logits); a target is class 1 from 0.5 up
+        return float(np.mean((outputs > THRESHOLD) == (Y >= 0.5)))
+    raise ValueError(
+        "accuracy needs a classifier (softmax + cross_entropy, or a binary "
+        "cross-entropy loss); this network is a regression: use loss()"
+    )
+
+
+def init_state(params):
+    """Optimizer state for ``fit``: pass the same object to later calls to resume.
+
+    ``buffers`` holds the optimizer's slots (e.g. Adam's two moment estimates),
+    each a flat vector over all parameters in the order of params; ``step``
+    counts the updates done and ``epoch`` the epochs done (it drives shuffling and
+    learning-rate schedules).
+    """
+    _check_params(params)
+    return {
+        "buffers": [np.zeros(_N_PARAMS, dtype=DTYPE) for _ in range(_STATE_SLOTS)],
+        "step": np.zeros(1, dtype=np.int64),
+        "epoch": np.zeros(1, dtype=np.int64),
+    }
+
+
+def _check_state(state, params):
+    if not isinstance(state, dict) or set(state) != {"buffers", "step", "epoch"}:
+        raise ValueError("state must be the dict returned by init_state(params)")
+    buffers = state["buffers"]
+    if len(buffers) != _STATE_SLOTS or any(
+        not isinstance(b, np.ndarray) or b.shape != (_N_PARAMS,) or b.dtype != DTYPE
+        for b in buffers
+    ):
+        raise ValueError(
+            "state does not belong to this network; create it with init_state(params)"
+        )
+
+
+def _hyper_array():
+    """The optimizer's hyper-parameters for the jitted loop (lr comes per epoch)."""
+    values = []
+    for key in _HYPER_KEYS:
+        value = OPTIMIZER[key]
+        values.extend(value if isinstance(value, tuple) else [value])
+    return np.array(values, dtype=np.float64)
+
+
+def epoch_order(seed, epoch, n):
+    """The row order of shuffled epoch ``epoch`` (0-based, counted across calls)."""
+    order = np.empty(int(n), dtype=np.int64)
+    _epoch_order(int(seed), int(epoch), order)
+    return order
+
+
+def schedule_lrs(lr, schedule, first, stop, step_size, gamma, min_lr):
+    """Learning rate of epochs first..stop-1 (counted across calls), shape (stop - first,).
+
+    step: lr * gamma ** (epoch // step_size) (torch StepLR); cosine: from lr at
+    epoch 0 down to min_lr at epoch ``stop`` (torch CosineAnnealingLR, T_max = stop).
+    """
+    epochs = np.arange(first, stop, dtype=np.float64)
+    if schedule == "constant":
+        return np.full(epochs.shape, float(lr))
+    if schedule == "step":
+        return lr * gamma ** np.floor(epochs / step_size)
+    if schedule == "cosine":
+        return min_lr + (lr - min_lr) * (1.0 + np.cos(np.pi * epochs / stop)) / 2.0
+    raise ValueError(
+        f"schedule must be 'constant', 'step' or 'cosine', got {schedule!r}"
+    )
+
+
+def _positive_int(name, value, zero_ok=False):
+    bad = isinstance(value, bool) or not isinstance(value, int | np.integer)
+    if bad or value < (0 if zero_ok else 1):
+        kind = "non-negative" if zero_ok else "positive"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _non_negative(name, value, positive=False):
+    ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(
+        value, bool
+    )
+    if not ok or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a finite {kind} number, got {value!r}")
+    return float(value)
+
+
+def fit(
+    params,
+    X,
+    Y,
+    *,
+    epochs=TRAINING["epochs"],
+    batch_size=TRAINING["batch_size"],
+    lr=OPTIMIZER["lr"],
+    shuffle=TRAINING["shuffle"],
+    seed=TRAINING["seed"],
+    state=None,
+    schedule=TRAINING["schedule"],
+    step_size=TRAINING["step_size"],
+    gamma=TRAINING["gamma"],
+    min_lr=TRAINING["min_lr"],
+    clip_norm=TRAINING["clip_norm"],
+    X_val=None,
+    Y_val=None,
+    patience=TRAINING["patience"],
+    min_delta=TRAINING["min_delta"],
+    callback=None,
+):
+    """Train ``params`` in place with the module's optimizer; returns the history.
+
+    history["loss"][e] is the mean over rows of the loss each mini-batch had before
+    its update (as Keras reports it); "lr" the learning rate of each epoch;
+    "val_loss" / "val_accuracy" (with X_val, Y_val) are measured after each epoch.
+    patience > 0 stops after that many epochs without improvement of the
+    monitored loss (val_loss, else loss) by more than min_delta and restores the
+    best epoch's params; "best_epoch" is its index in this call's history.
+    callback(epoch, logs) runs after every epoch (epoch counted across calls, as
+    in state["epoch"]) and stops training by returning True. Without
+    validation data, patience and callback, all epochs run in one jitted call.
+    """
+    _check_params(params)
+    X = _as_inputs("X", X)
+    Y = _as_targets("Y", Y)
+    _check_targets(Y, X.shape[0])
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    step_size = _positive_int("step_size", step_size)
+    patience = _positive_int("patience", patience, zero_ok=True)
+    seed = _positive_int("seed", seed, zero_ok=True)
+    lr = _non_negative("lr", lr, positive=True)
+    min_lr = _non_negative("min_lr", min_lr)
+    clip_norm = _non_negative("clip_norm", clip_norm)
+    min_delta = _non_negative("min_delta", min_delta)
+    gamma = _non_negative("gamma", gamma, positive=True)
+    if (X_val is None) != (Y_val is None):
+        raise ValueError("give both X_val and Y_val, or neither")
+    if X_val is not None:
+        X_val = _as_inputs("X_val", X_val)
+        Y_val = _as_targets("Y_val", Y_val)
+        _check_targets(Y_val, X_val.shape[0])
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be a function callback(epoch, logs)")
+    if state is None:
+        state = init_state(params)
+    _check_state(state, params)
+
+    n = X.shape[0]
+    first = int(state["epoch"][0])
+    lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
+    hyper = _hyper_array()
+    grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
+    grads = _flat_views(grad)
+    work = _train_buffers(min(batch_size, n))
+    if X_val is not None:
+        XT_val, YT_val = _feature_major(X_val), Y_val.T
+        val_work = _buffers(X_val.shape[0])
+    # train a flat copy of the parameters (one optimizer loop over all of them);
+    # params receive it after every call
+    theta = np.concatenate([p.reshape(-1) for p in params])
+    views = _flat_views(theta)
+    order = np.arange(n, dtype=np.int64)
+    # one epoch per call when something must happen between epochs, else all
+    per_call = 1 if (X_val is not None or patience or callback) else epochs
+    history = {"loss": [], "lr": []}
+    if X_val is not None:
+        history["val_loss"] = []
+        if TASK != "regression":
+            history["val_accuracy"] = []
+    best, best_epoch, best_params, waited, stopped = math.inf, None, None, 0, False
+    done = 0
+    while done < epochs and not stopped:
+        count = min(per_call, epochs - done)
+        totals = np.empty(count)
+        started = time.perf_counter()
+        _train(
+            *views, theta, grad, tuple(state["buffers"]), X, Y, order,
+            bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
+            clip_norm, hyper, state["step"], totals, *grads, *work,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        for p, trained in zip(params, views, strict=True):
+            p[...] = trained
+        state["epoch"][0] += count
+        history["loss"].append(totals / n)  # chunks, joined at the end
+        history["lr"].append(lrs[done : done + count])
+        done += count
+        if per_call > 1:
+            continue
+        epoch = first + done - 1  # counted across calls, like the row orders and lrs
+        logs = {
+            "epoch": epoch,
+            "loss": float(history["loss"][-1][-1]),
+            "lr": float(history["lr"][-1][-1]),
+            "samples_per_s": n / max(elapsed, 1e-9),
+        }
+        if X_val is not None:
+            value = _evaluate(*params, XT_val, YT_val, *val_work)
+            logs["val_loss"] = float(value / X_val.shape[0])
+            history["val_loss"].append(logs["val_loss"])
+            if TASK != "regression":
+                logs["val_accuracy"] = _accuracy_of(_outputs(val_work), Y_val)
+                history["val_accuracy"].append(logs["val_accuracy"])
+        if patience:
+            monitored = logs.get("val_loss", logs["loss"])
+            if monitored < best - min_delta:
+                best, best_epoch, waited = monitored, done - 1, 0
+                best_params = theta.copy()
+            else:
+                waited += 1
+                stopped = waited >= patience
+        if callback is not None and callback(epoch, logs):
+            break
+    if best_params is not None and best_epoch != done - 1:
+        for p, kept in zip(params, _flat_views(best_params), strict=True):
+            p[...] = kept
+    result = {
+        key: np.concatenate(values) if key in ("loss", "lr") else np.asarray(values)
+        for key, values in history.items()
+    }
+    result["best_epoch"] = best_epoch
+    result["stopped_early"] = stopped
+    return result

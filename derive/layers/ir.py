@@ -1,0 +1,205 @@
+"""The layer IR: a layer kind is data.
+
+A :class:`LayerKind` names its attributes (typed :class:`Param` s with defaults
+and constraints), the symbols of its input shape, the sizes it derives from them
+(output-size formulas), its tensors with symbolic shapes, and its forward as
+index-form :class:`Statement` s::
+
+    target[index] = init + sum over reduce of body        (op "sum")
+    target[index] = first argmax over reduce of body      (op "argmax", integer)
+
+Reads are ``sympy.Indexed`` on an ``IndexedBase`` named after the tensor, with
+indices affine in the loop indices (``x[c, s*i + d*k - p]``) or going through an
+integer tensor (``x[c, s*i + argmax[c, i] - p]``). A read outside a tensor's range
+is 0 (zero padding); a statement with ``outside="skip"`` leaves such points out
+instead (max pooling, which torch pads with -inf). Every tensor but a parameter
+has a trailing batch axis, which the statements leave implicit.
+
+Nothing here is a derivative: the engine (:mod:`derive.engine.adjoint`) derives
+every backward rule from these statements. The definitions are plain data
+(names, SymPy expressions, tuples), so a later spec syntax can let a user write a
+new kind in the same notation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sympy as sp
+
+ParamType = Literal["int", "size", "float", "bool"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """An attribute of a layer kind, as a spec gives it.
+
+    ``type``: "int"; "size" (an int, or one int per spatial axis, like torch's
+    ``kernel_size``); "float"; "bool". ``default`` None means required;
+    ``default_from`` names another attribute whose value is the default (pooling's
+    stride defaults to its kernel, as in torch). ``minimum`` bounds ints and
+    floats from below; ``below`` (floats) from above, exclusive.
+    """
+
+    name: str
+    type: ParamType
+    doc: str
+    default: Any = None
+    default_from: str | None = None
+    minimum: float | None = None
+    below: float | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None and self.default_from is None
+
+
+Role = Literal["input", "param", "output", "index"]
+
+
+@dataclass(frozen=True)
+class TensorDef:
+    """A tensor of a layer kind: its name in the statements, role and shape.
+
+    ``shape`` holds SymPy expressions of the kind's symbols, per sample: inputs,
+    outputs and index (integer) tensors have a trailing batch axis besides,
+    parameters do not. ``init`` (parameters): "weight" (Glorot or He from the
+    kind's fan-in, by the activation) or "zeros".
+    """
+
+    name: str
+    role: Role
+    shape: tuple[sp.Expr, ...]
+    init: Literal["weight", "zeros"] | None = None
+
+    @property
+    def base(self) -> sp.IndexedBase:
+        return sp.IndexedBase(self.name)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``target[index] = init + reduce over reduce of body``.
+
+    ``index``: one loop index per axis of the target (batch excluded), each
+    ranging over that axis. ``reduce``: (index, extent) pairs, in loop order.
+    ``op``: "sum", or "argmax" (the first position, in loop order, of the largest
+    body value; an integer result counting over the reduction's flattened loops).
+    ``outside``: what a read outside a tensor's range is: "zero" (padding) or
+    "skip" (the point is left out, as torch's -inf padding in max pooling).
+    """
+
+    target: str
+    index: tuple[sp.Symbol, ...]
+    body: sp.Expr
+    init: sp.Expr = sp.S.Zero
+    reduce: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
+    op: Literal["sum", "argmax"] = "sum"
+    outside: Literal["zero", "skip"] = "zero"
+
+    def reads(self) -> tuple[sp.Indexed, ...]:
+        """Every tensor read of init and body, in a stable order (reads inside
+        an index, such as the argmax of a pooling read, included)."""
+        found: dict[sp.Indexed, None] = {}
+        for expr in (self.init, self.body):
+            for node in sp.preorder_traversal(expr):
+                if isinstance(node, sp.Indexed):
+                    found[node] = None
+        return tuple(sorted(found, key=sp.default_sort_key))
+
+
+@dataclass(frozen=True, eq=False)
+class LayerKind:
+    """One layer kind, written once in index form.
+
+    ``input``: the symbols of the input's per-sample shape (``()`` of length 1
+    for a feature vector); ``rank``: how many of them are spatial (dense 0, conv2d
+    2); None accepts any shape (flatten). ``bind`` maps each attribute symbol to
+    (attribute name, axis or None). ``sizes`` are derived symbols with their
+    formulas (output sizes). ``output`` names the tensor the layer produces and
+    ``output_shape`` its per-sample shape. ``fan_in`` is the weights' fan-in for
+    initialisation; ``fan_out`` the fan-out (Glorot). ``activation``: whether
+    the layer takes an activation (dense and conv do, pooling does not).
+    ``view``: the output is the input's memory in another shape (flatten), so no
+    statement and no code.
+    """
+
+    name: str
+    doc: str
+    params: tuple[Param, ...]
+    input: tuple[sp.Symbol, ...]
+    rank: int | None
+    bind: Mapping[sp.Symbol, tuple[str, int | None]]
+    sizes: Mapping[sp.Symbol, sp.Expr]
+    tensors: tuple[TensorDef, ...]
+    forward: tuple[Statement, ...]
+    output: str
+    output_shape: tuple[sp.Expr, ...]
+    activation: bool = False
+    fan_in: sp.Expr = sp.S.One
+    fan_out: sp.Expr = sp.S.One
+    view: bool = False
+    #: pooling: padding may be at most half the kernel (torch's rule)
+    padding_at_most_half_kernel: bool = False
+    torch: str = ""  # the torch.nn module with the same semantics, for docs and tests
+    #: (attributes, input shape) pairs on which the engine checks the gather
+    #: forms against the scatter rules numerically (small, with remainders)
+    checks: tuple[tuple[Mapping[str, Any], tuple[int, ...]], ...] = field(default=())
+
+    def tensor(self, name: str) -> TensorDef:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(f"layer kind {self.name} has no tensor {name!r}")
+
+    @property
+    def param_tensors(self) -> tuple[TensorDef, ...]:
+        return tuple(t for t in self.tensors if t.role == "param")
+
+    def binding(
+        self, attrs: Mapping[str, Any], input_shape: tuple[int, ...]
+    ) -> dict[sp.Symbol, int]:
+        """Every symbol of the kind as an int, for a layer with canonical
+        ``attrs`` (sizes as one int per spatial axis) and a per-sample input
+        shape: attributes, input sizes, then the derived sizes."""
+        if self.view:
+            (size,) = self.output_shape
+            return {size: math.prod(input_shape)}
+        values: dict[sp.Symbol, int] = {}
+        for symbol, (name, axis) in self.bind.items():
+            value = attrs[name]
+            values[symbol] = int(value[axis] if axis is not None else value)
+        for symbol, size in zip(self.input, input_shape, strict=True):
+            values[symbol] = int(size)
+        for symbol, formula in self.sizes.items():
+            values[symbol] = int(formula.xreplace(values))
+        return values
+
+    def bound_output_shape(self, binding: Mapping[sp.Symbol, int]) -> tuple[int, ...]:
+        """The per-sample output shape under ``binding``."""
+        return tuple(int(sp.sympify(e).xreplace(binding)) for e in self.output_shape)
+
+
+def integer_symbols(names: str) -> tuple[sp.Symbol, ...]:
+    """Non-negative integer symbols (loop indices, sizes, attributes)."""
+    return sp.symbols(names, integer=True, nonnegative=True, seq=True)
+
+
+def size_symbols(names: str) -> tuple[sp.Symbol, ...]:
+    """Positive integer symbols (extents, strides)."""
+    return sp.symbols(names, integer=True, positive=True, seq=True)
+
+
+def output_size(
+    length: sp.Expr,
+    kernel: sp.Expr,
+    stride: sp.Expr,
+    padding: sp.Expr,
+    dilation: sp.Expr,
+) -> sp.Expr:
+    """torch's output length of a convolution or pooling window:
+    ``floor((L + 2p - d(k - 1) - 1) / s) + 1``."""
+    return sp.floor((length + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
