@@ -275,7 +275,8 @@ def _read_data(
     )
     table = load_table(
         path,
-        n_inputs=network.spec.input,
+        n_inputs=network.spec.n_inputs,
+        input_shape=network.spec.input_shape,
         n_targets=1 if single_label else network.n_outputs,
         target=target,
         labels=single_label,
@@ -418,8 +419,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     n_test = X.shape[0] // 5
     X_train, y_train = X[:-n_test], y[:-n_test]
     X_test, y_test = X[-n_test:], y[-n_test:]
-    arch = "-".join(str(s) for s in spec.sizes)
-    acts = "/".join(layer.activation.label for layer in spec.layers)
+    arch = spec.architecture
+    acts = "/".join(
+        layer.activation.label for layer in spec.layers if layer.activation is not None
+    )
     print(
         f"derive demo: {TWO_CIRCLES['n_samples']} points on two circles (factor "
         f"{TWO_CIRCLES['factor']}, noise {TWO_CIRCLES['noise']}); "

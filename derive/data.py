@@ -51,6 +51,7 @@ def load_table(
     target_required: bool = True,
     feature_names: Sequence[str] | None = None,
     known_targets: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> Table:
     """Read ``path`` (.csv with a header row, or .npz with arrays X and y/Y).
 
@@ -76,9 +77,11 @@ def load_table(
                 f"--target picks a CSV column; {path} is an .npz file, "
                 "whose targets are its array 'y' (drop --target)"
             )
-        return _load_npz(path, n_inputs, n_targets, labels, target_required)
+        return _load_npz(path, n_inputs, n_targets, labels, target_required,
+                         tuple(input_shape or (n_inputs,)))  # fmt: skip
     layout = _Layout(
         n_inputs=n_inputs,
+        input_text=_input_text(n_inputs, input_shape),
         n_targets=n_targets,
         targets=tuple(target_names),
         target_required=target_required,
@@ -157,11 +160,21 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _input_text(n_inputs: int, input_shape: Sequence[int] | None) -> str:
+    """How the spec's input reads in a message: ``input = 2``, or the shape and
+    what a row holds."""
+    if input_shape is None or len(input_shape) == 1:
+        return f"input = {n_inputs}"
+    shape = list(input_shape)
+    return f"input = {shape} ({n_inputs} values per row, flattened in C order)"
+
+
 @dataclass(frozen=True)
 class _Layout:
     """Which columns a CSV file should have (see :func:`load_table`)."""
 
     n_inputs: int
+    input_text: str
     n_targets: int
     targets: tuple[str, ...]  # named with --target
     target_required: bool
@@ -207,7 +220,7 @@ def _select_columns(
             raise DataError(
                 f"{path} has {len(features)} feature columns besides the target "
                 f"({', '.join(header[i] for i in features)}) but the spec takes "
-                f"input = {n_inputs}; drop or add columns, or change the spec's input"
+                f"{layout.input_text}; drop or add columns, or change the spec's input"
             )
         return features, targets
     if len(header) == n_inputs + n_targets:
@@ -217,6 +230,8 @@ def _select_columns(
     expected = f"{n_inputs} feature column(s) + {n_targets} target column(s)"
     if not layout.target_required:
         expected = f"{n_inputs} feature column(s), optionally + {n_targets} target(s)"
+    if layout.input_text != f"input = {n_inputs}":
+        expected += f" ({layout.input_text})"
     raise DataError(
         f"{path} has {len(header)} columns ({columns}) but the spec needs {expected}; "
         "drop extra columns, name the target with --target, or change the spec's input"
@@ -309,7 +324,12 @@ def _labels(path: Path, cells: list[tuple[int, str]], column: str) -> np.ndarray
 
 
 def _load_npz(
-    path: Path, n_inputs: int, n_targets: int, labels: bool, target_required: bool
+    path: Path,
+    n_inputs: int,
+    n_targets: int,
+    labels: bool,
+    target_required: bool,
+    input_shape: tuple[int, ...],
 ) -> Table:
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -324,11 +344,26 @@ def _load_npz(
             f"{path} has no array 'X' (it has: {', '.join(arrays) or 'none'}); "
             "save it with numpy.savez(path, X=X, y=y)"
         )
-    X = _numeric_matrix(path, "X", arrays["X"])
+    raw_X = arrays["X"]
+    if len(input_shape) > 1 and raw_X.ndim == 1 + len(input_shape):
+        if tuple(raw_X.shape[1:]) != input_shape:
+            raise DataError(
+                f"{path}: X has samples of shape {tuple(raw_X.shape[1:])} but the spec "
+                f"takes {_input_text(n_inputs, input_shape)}; give X of shape "
+                f"(n, {', '.join(map(str, input_shape))}) or (n, {n_inputs})"
+            )
+        raw_X = raw_X.reshape(raw_X.shape[0], -1)
+    X = _numeric_matrix(path, "X", raw_X)
     if X.shape[1] != n_inputs:
+        shaped = (
+            f" or (n, {', '.join(map(str, input_shape))})"
+            if len(input_shape) > 1
+            else ""
+        )
         raise DataError(
-            f"{path}: X has {X.shape[1]} columns but the spec takes input = "
-            f"{n_inputs}; give X of shape (n, {n_inputs}) or change the spec's input"
+            f"{path}: X has {X.shape[1]} columns but the spec takes "
+            f"{_input_text(n_inputs, input_shape)}; give X of shape (n, {n_inputs})"
+            f"{shaped} or change the spec's input"
         )
     key = "y" if "y" in arrays else "Y" if "Y" in arrays else None
     y: np.ndarray | None = None

@@ -116,7 +116,7 @@ class Network:
         return int(self.state["epoch"][0]) if "epoch" in self.state else 0
 
     def __repr__(self) -> str:
-        arch = "-".join(str(s) for s in self.spec.sizes)
+        arch = self.spec.architecture
         return (
             f"Network('{self.spec.name}', {arch}, {self.task}, "
             f"epochs_done={self.epochs_done})"
@@ -292,17 +292,27 @@ class Network:
     # -------------------------------------------------------- inputs, targets
 
     def _features(self, X: Any) -> np.ndarray:
+        """X as (n, inputs) rows in the module's dtype; images and signals may
+        come in their shape, (n, C, H, W) or (n, C, L), or flattened in C order."""
+        spec = self.spec
+        shape = spec.input_shape
+        n_inputs = spec.n_inputs
+        expected = f"(n, {n_inputs})"
+        if len(shape) > 1:
+            expected = f"(n, {', '.join(map(str, shape))}) or {expected}"
         try:
             array = np.asarray(X, dtype=self.module.DTYPE)
         except (TypeError, ValueError):
             raise DataError(
-                "X must be numbers of shape (n, "
-                f"{self.spec.input}); got values that are not numbers"
+                f"X must be numbers of shape {expected}; got values that are not numbers"
             ) from None
-        if array.ndim != 2 or array.shape[1] != self.spec.input:
+        if len(shape) > 1 and array.ndim == 1 + len(shape) and array.shape[1:] == shape:
+            array = array.reshape(array.shape[0], n_inputs)
+        if array.ndim != 2 or array.shape[1] != n_inputs:
+            given = spec.input if isinstance(spec.input, int) else list(spec.input)
             raise DataError(
-                f"X has shape {array.shape} but spec '{self.spec.name}' takes "
-                f"input = {self.spec.input}; give X of shape (n, {self.spec.input})"
+                f"X has shape {array.shape} but spec '{spec.name}' takes "
+                f"input = {given}; give X of shape {expected}"
             )
         if not np.all(np.isfinite(array)):
             r, c = np.argwhere(~np.isfinite(array))[0]

@@ -69,7 +69,7 @@ def decision_boundary(
     Binary: filled contours of P(class classes_[1]) over a grid around the data
     and the 0.5 boundary line. Softmax: the predicted class of each grid point.
     """
-    if network.spec.input != 2 or not network.is_classifier:
+    if network.spec.input_shape != (2,) or not network.is_classifier:
         raise DataError(
             f"a decision boundary needs a classifier with 2 inputs; spec "
             f"'{network.spec.name}' is a {network.spec.input}-input {network.task} network"

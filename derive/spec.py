@@ -315,7 +315,7 @@ def _dump_toml(d: dict[str, Any]) -> str:
     lines = [
         f"{k} = {_toml_scalar(v)}"
         for k, v in d.items()
-        if not isinstance(v, dict | list)
+        if not isinstance(v, dict) and k != "layers"
     ]
     for layer in d["layers"]:
         lines += ["", "[[layers]]"] + [

@@ -190,8 +190,9 @@ def _softplus(u):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _forward(W1, b1, W2, b2, W3, b3, XT, z1, a1, z2, a2, z3, a3):
-    """Forward pass for the samples (columns) of XT; fills the work buffers."""
+def _forward(W1, b1, W2, b2, W3, b3, X, z1, a1, z2, a2, z3, a3):
+    """Forward pass for the samples of the input; fills the work buffers."""
+    XT = X.T  # a view: column i is sample i
     cols = XT.shape[-1]
     # z1[j] = b1[j] + sum_k W1[j, k]*XT[k]   (3 units)
     for j in range(3):
@@ -232,9 +233,11 @@ def _forward(W1, b1, W2, b2, W3, b3, XT, z1, a1, z2, a2, z3, a3):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _evaluate(W1, b1, W2, b2, W3, b3, XT, YT, z1, a1, z2, a2, z3, a3):
-    """Forward pass and the sum over samples of the loss (divide by m for the mean)."""
-    m = cols = XT.shape[-1]
+def _evaluate(W1, b1, W2, b2, W3, b3, X, Y, z1, a1, z2, a2, z3, a3):
+    """Forward pass and the sum over samples of the loss (divide by rows for the mean)."""
+    XT = X.T  # views: column i is sample i
+    YT = Y.T
+    rows = cols = XT.shape[-1]
     # z1[j] = b1[j] + sum_k W1[j, k]*XT[k]   (3 units)
     for j in range(3):
         for i in range(cols):
@@ -274,7 +277,7 @@ def _evaluate(W1, b1, W2, b2, W3, b3, XT, YT, z1, a1, z2, a2, z3, a3):
     total = 0.0
     # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
     for j in range(1):
-        for i in range(m):
+        for i in range(rows):
             z = z3[j, i]
             y = YT[j, i]
             total += -y * z + _softplus(z)
@@ -289,8 +292,8 @@ def _gradients(
     b2,
     W3,
     b3,
-    XT,
-    YT,
+    X,
+    Y,
     z1,
     a1,
     z2,
@@ -307,8 +310,10 @@ def _gradients(
     grad_W3,
     grad_b3,
 ):
-    """Loss sum over the samples of XT and the gradients of the batch-mean loss."""
-    m = cols = XT.shape[-1]
+    """Loss sum over the samples and the gradients of the batch-mean loss."""
+    XT = X.T  # views: column i is sample i
+    YT = Y.T
+    rows = cols = XT.shape[-1]
     # z1[j] = b1[j] + sum_k W1[j, k]*XT[k]   (3 units)
     for j in range(3):
         for i in range(cols):
@@ -346,23 +351,23 @@ def _gradients(
             z = z3[j, i]
             a3[j, i] = _sigmoid(z)
     total = 0.0
-    inv_m = np.float64(1.0 / m)
+    inv_rows = np.float64(1.0 / rows)
     # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
     # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
     # delta3 = dL/dz3 = (a - y) / batch_size
     for j in range(1):
         bias_grad = np.float64(0.0)
-        for i in range(m):
+        for i in range(rows):
             z = z3[j, i]
             a = a3[j, i]
             y = YT[j, i]
             total += -y * z + _softplus(z)
-            delta = (a - y) * inv_m
+            delta = (a - y) * inv_rows
             delta3[j, i] = delta
             bias_grad += delta
         grad_b3[j] = bias_grad
-        # columns past the m samples (a padded last batch) add nothing to the gradients
-        for i in range(m, cols):
+        # columns past the batch's rows (a padded last batch) add nothing to the gradients
+        for i in range(rows, cols):
             delta3[j, i] = 0.0
     # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
     for j in range(1):
@@ -485,14 +490,14 @@ def _train(
     loop. Epoch e (first_epoch + e across calls) takes the rows of X_all in a
     seeded shuffled order (if shuffle; else in order) with learning rate lrs[e]
     and stores in totals[e] the sum over rows of the loss at the parameters each
-    mini-batch saw. A last batch of m < batch_size rows runs padded to
+    mini-batch saw. A last batch of rows < batch_size rows runs padded to
     batch_size columns with zero inputs and a zero output delta, so the padding
     adds nothing. The buffers are allocated by the caller (in NumPy, which also
     spares Numba compiling np.zeros).
     """
-    n = X_all.shape[0]
+    n_rows = X_all.shape[0]
     # the work buffers (_train_buffers) have one column per sample of a batch; a
-    # smaller last batch fills its first m columns and zeroes the rest
+    # smaller last batch fills its first columns and zeroes the rest
     cols = YT.shape[1]
     # hyper-parameters in the module's dtype, so the update loop stays in it
     momentum = np.float64(hyper[0])
@@ -513,18 +518,18 @@ def _train(
                 order[r], order[other] = order[other], order[r]
         lr = np.float64(lrs[epoch])
         total = 0.0
-        for start in range(0, n, batch_size):
-            m = batch_size if start + batch_size <= n else n - start
+        for start in range(0, n_rows, batch_size):
+            rows = batch_size if start + batch_size <= n_rows else n_rows - start
             # gather the batch's rows with loops (slice assignment compiles slowly);
             # sample r becomes column r of XT and YT
-            for r in range(m):
+            for r in range(rows):
                 row = order[start + r]
                 for c in range(2):
                     XT[c, r] = X_all[row, c]
                 for c in range(1):
                     YT[c, r] = Y_all[row, c]
-            # the columns past m get zero inputs (YT's are never read)
-            for r in range(m, cols):
+            # the columns past the rows get zero inputs (YT's are never read)
+            for r in range(rows, cols):
                 for c in range(2):
                     XT[c, r] = 0.0
             # z1[j] = b1[j] + sum_k W1[j, k]*XT[k]   (3 units)
@@ -563,23 +568,23 @@ def _train(
                 for i in range(cols):
                     z = z3[j, i]
                     a3[j, i] = _sigmoid(z)
-            inv_m = np.float64(1.0 / m)
+            inv_rows = np.float64(1.0 / rows)
             # one pass over the outputs: the loss, the output delta and its sum (grad_b3)
             # l = -y*z + softplus(z)   (binary_cross_entropy, per output element)
             # delta3 = dL/dz3 = (a - y) / batch_size
             for j in range(1):
                 bias_grad = np.float64(0.0)
-                for i in range(m):
+                for i in range(rows):
                     z = z3[j, i]
                     a = a3[j, i]
                     y = YT[j, i]
                     total += -y * z + _softplus(z)
-                    delta = (a - y) * inv_m
+                    delta = (a - y) * inv_rows
                     delta3[j, i] = delta
                     bias_grad += delta
                 grad_b3[j] = bias_grad
-                # columns past the m samples (a padded last batch) add nothing to the gradients
-                for i in range(m, cols):
+                # columns past the batch's rows (a padded last batch) add nothing to the gradients
+                for i in range(rows, cols):
                     delta3[j, i] = 0.0
             # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
             for j in range(1):
@@ -777,25 +782,38 @@ def _check_targets(Y, n_rows):
             )
 
 
-def _feature_major(X):
-    """The kernels' view of inputs X (n, N_INPUT): feature-major, the samples
-    along the last axis (a transposed view for feature vectors; a C-contiguous
-    copy of shape INPUT_SHAPE + (n,) for images and signals)."""
+def _kernel_input(X):
+    """Inputs X (n, N_INPUT) as the kernels take them: feature vectors as they
+    are (the kernel reads X.T, a view Numba types the same for any n); images
+    and signals as a C-contiguous feature-major copy XT (N_INPUT, n), whose
+    kernels read one contiguous row per input value."""
     if len(INPUT_SHAPE) == 1:
-        return X.T
-    return np.ascontiguousarray(X.T).reshape((*INPUT_SHAPE, X.shape[0]))
+        return X
+    return np.ascontiguousarray(X.T)
+
+
+def _stored(shape, rows):
+    """A buffer's shape in the kernels: a sample's values in C order, then the
+    batch (a per-sample scalar such as lse_rows: just the batch)."""
+    return (math.prod(shape), rows) if shape else (rows,)
+
+
+def _kernel_view(p):
+    """A parameter (or gradient) as the kernels index it: tensors of more than
+    two axes as (first axis, the rest in C order), a view of the same memory."""
+    return p.reshape(p.shape[0], -1) if p.ndim > 2 else p
 
 
 def _buffers(rows):
     """The forward pass's work buffers for `rows` samples (_FORWARD_BUFFERS)."""
     return [
-        np.empty((*shape, rows), dtype=DTYPE if kind == "float" else np.int64)
+        np.empty(_stored(shape, rows), dtype=DTYPE if kind == "float" else np.int64)
         for _, shape, kind in _FORWARD_BUFFERS
     ]
 
 
 def _deltas(rows):
-    return [np.empty((*shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+    return [np.empty(_stored(shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
 
 
 def _train_buffers(cols):
@@ -806,18 +824,20 @@ def _train_buffers(cols):
     if _INPUT_ROWS:
         XT = np.zeros((cols, N_INPUT), dtype=DTYPE).T
     else:
-        XT = np.zeros((*INPUT_SHAPE, cols), dtype=DTYPE)
+        XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
     buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
     for _, shape, kind in _FORWARD_BUFFERS:
         dtype = DTYPE if kind == "float" else np.int64
-        buffers.append(np.zeros((*shape, cols), dtype=dtype))
-    buffers += [np.zeros((*shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+        buffers.append(np.zeros(_stored(shape, cols), dtype=dtype))
+    buffers += [
+        np.zeros(_stored(shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS
+    ]
     return buffers
 
 
 def _run_forward(params, X):
     buffers = _buffers(X.shape[0])
-    _forward(*params, _feature_major(X), *buffers)
+    _forward(*map(_kernel_view, params), _kernel_input(X), *buffers)
     return buffers
 
 
@@ -849,7 +869,9 @@ def loss(params, X, Y):
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
-    total = _evaluate(*params, _feature_major(X), Y.T, *_buffers(X.shape[0]))
+    total = _evaluate(
+        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(X.shape[0])
+    )
     return float(total / X.shape[0])
 
 
@@ -862,8 +884,9 @@ def loss_and_grad(params, X, Y):
     rows = X.shape[0]
     grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
     total = _gradients(
-        *params, _feature_major(X), Y.T, *_buffers(rows), *_deltas(rows), *grads
-    )
+        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(rows),
+        *_deltas(rows), *map(_kernel_view, grads),
+    )  # fmt: skip
     return float(total / rows), grads
 
 
@@ -1036,7 +1059,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
-    grads = _flat_views(grad)
+    grads = [_kernel_view(g) for g in _flat_views(grad)]
     work = _train_buffers(min(batch_size, n))
     if X_val is not None:
         XT_val, YT_val = _feature_major(X_val), Y_val.T
@@ -1045,6 +1068,7 @@ def fit(
     # params receive it after every call
     theta = np.concatenate([p.reshape(-1) for p in params])
     views = _flat_views(theta)
+    kernel_views = [_kernel_view(v) for v in views]
     order = np.arange(n, dtype=np.int64)
     # one epoch per call when something must happen between epochs, else all
     per_call = 1 if (X_val is not None or patience or callback) else epochs
@@ -1060,7 +1084,7 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *views, theta, grad, tuple(state["buffers"]), X, Y, order,
+            *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
             clip_norm, hyper, state["step"], totals, *grads, *work,
         )  # fmt: skip
@@ -1081,7 +1105,9 @@ def fit(
             "samples_per_s": n / max(elapsed, 1e-9),
         }
         if X_val is not None:
-            value = _evaluate(*params, XT_val, YT_val, *val_work)
+            value = _evaluate(
+                *map(_kernel_view, params), X_val_kernel, Y_val, *val_work
+            )
             logs["val_loss"] = float(value / X_val.shape[0])
             history["val_loss"].append(logs["val_loss"])
             if TASK != "regression":

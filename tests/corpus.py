@@ -55,6 +55,61 @@ def make_spec(
     )
 
 
+#: Convolutional networks (the shipped CNN example joins them from examples/):
+#: a strided, padded 2-D stack with average pooling and a sigmoid + BCE head, and
+#: a dilated 1-D stack with overlapping max pooling and an mse head.
+CNN_CORPUS = {
+    "cnn_2d_strided": spec_from_dict(
+        {
+            "name": "cnn_2d_strided",
+            "input": [2, 9, 7],
+            "layers": [
+                {
+                    "kind": "conv2d",
+                    "filters": 3,
+                    "kernel": 3,
+                    "stride": 2,
+                    "padding": 1,
+                    "activation": "tanh",
+                },
+                {"kind": "conv2d", "filters": 2, "kernel": [2, 1], "activation": "elu"},
+                {"kind": "avg_pool2d", "kernel": 2, "padding": 1},
+                {"kind": "flatten"},
+                {"units": 2, "activation": "sigmoid"},
+            ],
+            "loss": {"name": "binary_cross_entropy"},
+        }
+    ),  # fmt: skip
+    "cnn_1d_dilated": spec_from_dict(
+        {
+            "name": "cnn_1d_dilated",
+            "input": [2, 15],
+            "layers": [
+                {
+                    "kind": "conv1d",
+                    "filters": 3,
+                    "kernel": 3,
+                    "dilation": 2,
+                    "padding": 2,
+                    "activation": "softplus",
+                },
+                {"kind": "max_pool1d", "kernel": 3, "stride": 2, "padding": 1},
+                {
+                    "kind": "conv1d",
+                    "filters": 2,
+                    "kernel": 2,
+                    "stride": 3,
+                    "activation": "identity",
+                },
+                {"kind": "flatten"},
+                {"units": 3, "activation": "identity"},
+            ],
+            "loss": {"name": "mse"},
+        }
+    ),  # fmt: skip
+}
+
+
 def _label(x: Any) -> str:
     if isinstance(x, str):
         return x
@@ -89,6 +144,7 @@ def corpus() -> dict[str, Spec]:
         [{"expr": "x*tanh(softplus(x))"}, "identity"],
         "mse",
     )
+    specs.update(CNN_CORPUS)
     for i, (act, loss) in enumerate(HEADS):
         out = 3 if _label(act) == "softmax" else 2
         specs[f"head_{i}_{_label(loss)}"] = make_spec(

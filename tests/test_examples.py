@@ -42,6 +42,7 @@ def number_after(pattern: str, text: str) -> float:
 
 def test_every_example_script_is_tested():
     tested = {
+        "digits_cnn.py",
         "seed000_classifier.py",
         "seed001_adam.py",
         "seed002_regression.py",
@@ -112,4 +113,15 @@ def test_two_circles_hidden(tmp_path):
     assert number_after(r"hidden layer 1 \(\s*\d+ activations\):", out) >= 95
     # The first layer's units draw their lines between the two circles.
     assert int(re.search(r"(\d+) of \d+ lines pass between", out).group(1)) >= 3
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digits_cnn(tmp_path):
+    pytest.importorskip("sklearn")
+    picture = tmp_path / "filters.png"
+    out = run_example("digits_cnn.py", "--epochs", "15", "--plot", str(picture))
+    cnn = number_after(r"digits_cnn .*?held-out accuracy", out)
+    dense = number_after(r"digits_dense .*?held-out accuracy", out)
+    assert cnn >= 93 and dense >= 90, out
+    assert "1x8x8 -> conv2d 8x8x8 -> max_pool2d 8x4x4 -> flatten 128 -> dense 10" in out
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

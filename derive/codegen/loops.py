@@ -63,6 +63,8 @@ class Nest:
     op: Literal["sum", "argmax"] = "sum"
     batched: frozenset[str] = frozenset()
     ranges: Mapping[str, int] = field(default_factory=dict)
+    also: str | None = None  # argmax: a buffer that receives the largest value too
+    layouts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------ interval arithmetic
@@ -155,6 +157,39 @@ def _with_batch(expr: sp.Expr, batched: frozenset[str], batch: sp.Symbol) -> sp.
     return rewrite(sp.sympify(expr))
 
 
+def _physical(
+    expr: sp.Expr, layouts: Mapping[str, tuple[int, ...]], batched: frozenset[str]
+) -> sp.Expr:
+    """Reads of tensors with several axes as the kernels store them: a batched
+    buffer as (values per sample, batch), a parameter as (first axis, the rest),
+    with the flat index of the other axes (C order, constant strides). Numba
+    compiles 2-D indexing several times faster than 4-D indexing (LLVM's loop
+    strength reduction is slow on many runtime strides)."""
+
+    def flat(indices: Sequence[sp.Expr], shape: tuple[int, ...]) -> sp.Expr:
+        total: sp.Expr = sp.S.Zero
+        for index, size in zip(indices, shape, strict=True):
+            total = total * size + index
+        return sp.expand(total) if not _has_read(total) else total
+
+    def rewrite(node: sp.Basic) -> sp.Basic:
+        if isinstance(node, sp.Indexed):
+            label = str(node.base.label)
+            indices = [rewrite(i) for i in node.indices]
+            shape = layouts.get(label)
+            if shape is not None:
+                if label in batched:
+                    indices = [flat(indices[:-1], shape), indices[-1]]
+                else:
+                    indices = [indices[0], flat(indices[1:], shape[1:])]
+            return sp.IndexedBase(node.base.label)[tuple(indices)]
+        if not node.args or isinstance(node, sp.Symbol):
+            return node
+        return node.func(*(rewrite(a) for a in node.args))
+
+    return rewrite(sp.sympify(expr))
+
+
 def _max_text(terms: Sequence[str]) -> str:
     text = terms[0]
     for term in terms[1:]:
@@ -196,10 +231,15 @@ class _Loop:
 
 
 def _place_guards(
-    loops: list[_Loop], guards: Sequence[Guard], ranges: Mapping[str, int]
+    loops: list[_Loop],
+    guards: Sequence[Guard],
+    ranges: Mapping[str, int],
+    first: int = 0,
 ) -> list[Guard]:
     """Turn each affine guard into bounds of the innermost loop it involves;
-    return the guards left for an ``if`` (those through integer buffers)."""
+    return the guards left for an ``if``: those through integer buffers, and
+    those on the loops before ``first`` (a target written once per point must
+    not skip points: an out-of-range read there is a 0 term)."""
     position = {lp.var: n for n, lp in enumerate(loops)}
     left = []
     for guard in guards:
@@ -212,11 +252,18 @@ def _place_guards(
             left.append(guard)
             continue
         var = max(involved, key=lambda v: position[v])
+        if position[var] < first:
+            left.append(guard)
+            continue
         a = int(expr.coeff(var))
         rest = sp.expand(expr - a * var)
         extent = int(guard.extent)
         loop = loops[position[var]]
-        outer = {lp.var: (0, int(lp.extent) - 1) for lp in loops[: position[var]]}
+        outer = {
+            lp.var: (0, lp.extent - 1)
+            for lp in loops[: position[var]]
+            if isinstance(lp.extent, int)
+        }
         if a > 0:
             low = -rest if a == 1 else -sp.floor(rest / a)
             high = extent - rest if a == 1 else sp.floor((extent - 1 - rest) / a) + 1
@@ -253,11 +300,26 @@ def print_nest(
     batched = nest.batched
     target_batched = nest.target in batched
     bounds = {s: (0, e - 1) for s, e in nest.loops}
-    guards = [g for g in nest.guards if not _always(g, bounds, nest.ranges)]
-    value = _with_batch(nest.value, batched, batch)
-    init = _with_batch(nest.init, batched, batch)
-    index = [*nest.target_index, *([batch] if target_batched else [])]
-    target = index_code(sp.IndexedBase(nest.target)[tuple(index)])
+
+    def physical(expr: sp.Expr) -> sp.Expr:
+        return _physical(_with_batch(expr, batched, batch), nest.layouts, batched)
+
+    guards = [
+        Guard(physical(g.expr), g.extent)
+        for g in nest.guards
+        if not _always(g, bounds, nest.ranges)
+    ]
+    value = physical(nest.value)
+    init = physical(nest.init)
+    target_index = [_with_batch(i, batched, batch) for i in nest.target_index]
+    target_read = _physical(
+        sp.IndexedBase(nest.target)[
+            (*target_index, *([batch] if target_batched else []))
+        ],
+        nest.layouts,
+        batched,
+    )
+    target = index_code(target_read)
     loop_vars = [s for s, _ in nest.loops]
     extents = dict(nest.loops)
     plain = all(isinstance(i, sp.Symbol) and i in extents for i in nest.target_index)
@@ -280,8 +342,8 @@ def print_nest(
         schedule = "stream"
     lines = [f"# {text}" for text in comment]
     if schedule == "stream":
-        return lines + _stream(nest, dtype, batch, batch_extent, plain, target, value,
-                               init, guards)  # fmt: skip
+        return lines + _stream(nest, dtype, batch, batch_extent, plain, target_read,
+                               value, init, guards)  # fmt: skip
     loops = [_Loop(v, extents[v]) for v in outer_vars]
     if target_batched:
         loops.append(_Loop(batch, batch_extent))
@@ -289,7 +351,8 @@ def print_nest(
     loops += [_Loop(v, extents[v]) for v in inner_vars]
     if not target_batched and batched & _reads(nest):
         loops.append(_Loop(batch, batch_extent))
-    left = _place_guards(loops, guards, nest.ranges)
+    first = n_outer if nest.mode == "assign" else 0
+    left = _place_guards(loops, guards, nest.ranges, first)
     indent = ""
     for lp in loops[:n_outer]:
         lp.header(lines, indent)
@@ -297,6 +360,11 @@ def print_nest(
     if schedule == "argmax":
         return lines + _argmax_body(nest, dtype, loops, n_outer, left, value, target,
                                     indent)  # fmt: skip
+    op = "+=" if nest.mode == "add" else "="
+    if not loops[n_outer:] and not left and (init == 0 or nest.mode == "add"):
+        # nothing to sum: one term per target element
+        lines.append(f"{indent}{target} {op} {code(value, dtype)}")
+        return lines
     start = code(init, dtype) if init != 0 else _zero(dtype)
     if nest.mode == "add":
         start = _zero(dtype)
@@ -309,7 +377,6 @@ def print_nest(
         lines.append(f"{inner_indent}if {_condition(left)}:")
         inner_indent += "    "
     lines.append(f"{inner_indent}acc += {code(value, dtype)}")
-    op = "+=" if nest.mode == "add" else "="
     lines.append(f"{indent}{target} {op} acc")
     return lines
 
@@ -322,13 +389,38 @@ def _reads(nest: Nest) -> set[str]:
     }
 
 
+def _row_views(
+    reads: Sequence[sp.Indexed], batch: sp.Symbol, indent: str, lines: list[str]
+) -> dict[sp.Indexed, sp.Indexed]:
+    """A 1-D view along the batch of every read ``X[..., batch]`` whose other
+    indices do not change with the batch, made before the batch loop: the loop
+    then walks one contiguous row per buffer (one induction variable, and cheap
+    compiles: LLVM's loop strength reduction is slow on deep nests of 4-D
+    indexing)."""
+    views: dict[sp.Indexed, sp.Indexed] = {}
+    counts: dict[str, int] = {}
+    for read in reads:
+        if read in views or read.indices[-1] != batch:
+            continue
+        rest = read.indices[:-1]
+        if not rest or any(batch in sp.sympify(i).free_symbols for i in rest):
+            continue
+        label = str(read.base.label)
+        n = counts.get(label, 0)
+        counts[label] = n + 1
+        name = f"{label}_row" if n == 0 else f"{label}_row{n}"
+        lines.append(f"{indent}{name} = {index_code(sp.IndexedBase(label)[rest])}")
+        views[read] = sp.IndexedBase(name)[batch]
+    return views
+
+
 def _stream(
     nest: Nest,
     dtype: str,
     batch: sp.Symbol,
     batch_extent: str,
     plain: bool,
-    target: str,
+    target: sp.Indexed,
     value: sp.Expr,
     init: sp.Expr,
     guards: list[Guard],
@@ -344,37 +436,46 @@ def _stream(
     else:
         order = [v for v, _ in nest.loops]
     loops = [_Loop(v, extents[v]) for v in order]
-    left = _place_guards(loops, guards, nest.ranges)
+    n_target = len(nest.target_index) if plain else 0
+    first = n_target if nest.mode == "assign" else 0
+    left = _place_guards(loops, guards, nest.ranges, first)
     lines: list[str] = []
     indent = ""
-    n_target = len(nest.target_index) if plain else 0
-    for position, lp in enumerate(loops):
+    views: dict[sp.Indexed, sp.Indexed] = {}
+    for position in range(len(loops) + 1):
         if position == n_target and plain and nest.mode == "assign":
             start = code(init, dtype) if init != 0 else "0.0"
+            views = _row_views([target], batch, indent, lines)
+            row = views.get(target, target)
             lines.append(f"{indent}for {batch} in range({batch_extent}):")
-            lines.append(f"{indent}    {target} = {start}")
-        lp.header(lines, indent)
-        indent += "    "
-    if n_target == len(loops) and plain and nest.mode == "assign":
-        start = code(init, dtype) if init != 0 else "0.0"
-        lines.append(f"{indent}for {batch} in range({batch_extent}):")
-        lines.append(f"{indent}    {target} = {start}")
+            lines.append(f"{indent}    {index_code(row)} = {start}")
+        if position < len(loops):
+            loops[position].header(lines, indent)
+            indent += "    "
     # reads that do not change along the batch are loaded once, outside it
     hoisted: dict[sp.Indexed, sp.Symbol] = {}
-    for node in sorted(
+    reads = sorted(
         {n for n in sp.preorder_traversal(value) if isinstance(n, sp.Indexed)},
         key=sp.default_sort_key,
-    ):
+    )
+    for node in reads:
         if batch not in node.free_symbols:
             name = sp.Symbol("factor" if not hoisted else f"factor{len(hoisted)}")
             hoisted[node] = name
             lines.append(f"{indent}{name} = {code(node, dtype)}")
+    views.update(
+        _row_views(
+            [r for r in (target, *reads) if r not in views], batch, indent, lines
+        )
+    )
     lines.append(f"{indent}for {batch} in range({batch_extent}):")
     body_indent = indent + "    "
     if left:
         lines.append(f"{body_indent}if {_condition(left)}:")
         body_indent += "    "
-    lines.append(f"{body_indent}{target} += {code(value.xreplace(hoisted), dtype)}")
+    row_target = index_code(views.get(target, target))
+    row_value = value.xreplace(hoisted).xreplace(views)
+    lines.append(f"{body_indent}{row_target} += {code(row_value, dtype)}")
     return lines
 
 
@@ -442,4 +543,7 @@ def _argmax_body(
     lines.append(f"{body}    best = value")
     lines.append(f"{body}    best_at = {position}")
     lines.append(f"{indent}{target} = best_at")
+    if nest.also is not None:
+        element = target.replace(nest.target + "[", nest.also + "[", 1)  # same layout
+        lines.append(f"{indent}{element} = best")
     return lines

@@ -25,9 +25,9 @@ import sympy as sp
 
 from .._version import __version__
 from ..engine.adjoint import AdjointRule, statement_guards
-from ..engine.derivation import Derivation, LayerInfo, Z
+from ..engine.derivation import Derivation, KindDerivation, LayerInfo, Z
 from ..engine.notation import layer_names, rename, statement_text
-from ..layers.ir import Statement
+from ..layers.ir import LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .loops import Guard, Nest, print_nest
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
@@ -89,6 +89,7 @@ class CodeModel:
     delta_buffers: tuple[BufferCode, ...]
     output_buffer: int
     input_rows: bool  # a BLAS first layer reads XT as a transposed row-major array
+    input_arg: str  # "X" (rows; the kernels take X.T) or "XT" (feature-major copy)
     param_names: tuple[str, ...]  # the kernels' arguments, by group
     forward_names: tuple[str, ...]
     delta_names: tuple[str, ...]
@@ -141,11 +142,37 @@ def _py(value: object) -> str:
 # ------------------------------------------------------------------- buffers
 
 
+#: Convolutions with at least IM2COL_MIN_TAPS weights per filter (C * k_h * k_w)
+#: run as im2col + gemm; smaller ones as direct loops (batch innermost, one
+#: thread). Measured with bench/conv_threshold.py (conv2d relu -> dense 10,
+#: float32, 2 cores, ms per 1024-image epoch, direct/im2col at batch 32 and 64):
+#: 1x1 kernel 1->4 on 8x8 0.82/0.58 and 0.52/0.50; 2x2 2->4 on 8x8 0.86/0.62 and
+#: 0.89/0.79; 3x3 1->8 on 8x8 2.31/1.80 and 2.29/1.69; 3x3 1->16 on 28x28
+#: 66.3/50.2 and 53.7/55.5; 3x3 16->32 on 13x13 266/70 and 175/57. im2col wins
+#: from the smallest layer, so every convolution uses it; the direct form stays
+#: (tests force it) for layers a future measurement may send back to it.
+IM2COL_MIN_TAPS = 1
+
+
+def uses_im2col(info: LayerInfo) -> bool:
+    """Whether a convolution layer lowers to im2col + gemm (else direct loops)."""
+    if info.im2col is None:
+        return False
+    kind = info.kind.kind
+    (weight,) = kind.param_tensors[:1]
+    binding = dict(info.binding)
+    taps = math.prod(int(sp.sympify(e).xreplace(binding)) for e in weight.shape[1:])
+    return taps >= IM2COL_MIN_TAPS
+
+
 @dataclass(frozen=True)
 class _Layer:
-    """A layer's decisions: its buffer names and whether its products call BLAS."""
+    """A layer's decisions: the form of its kind it runs (``kd``: the kind's own
+    statements, or their im2col rewrite), its buffer names, and whether its
+    products call BLAS."""
 
     info: LayerInfo
+    kd: KindDerivation
     input: str  # the buffer the layer reads: "XT" or "a{l-1}"
     output: str  # the buffer of the kind's output tensor: "z{l}" or "a{l}"
     names: dict  # local tensor (and "d" + local adjoint) -> buffer name
@@ -153,49 +180,73 @@ class _Layer:
     input_adjoint: str | None  # where d<input> accumulates (None: the input's)
     below: int | None  # the nearest layer below that is not a view
 
+    @property
+    def kind(self) -> LayerKind:
+        return self.kd.kind
+
+
+#: Locals of the generated kernels; a layer kind's index names must differ.
+KERNEL_LOCALS = frozenset(
+    {"rows", "cols", "n_rows", "total", "acc", "lr", "epoch", "start", "row", "order",
+     "inv_rows", "bias_grad", "back", "delta", "z", "a", "y", "lse", "best", "best_at",
+     "value", "factor", "top", "total_exp", "exp_shifted", "theta", "grad", "step"}
+)  # fmt: skip
+
 
 def _plan(d: Derivation) -> list[_Layer]:
     plans: list[_Layer] = []
-    first_real: int | None = None
     for info in d.layers:
         i = info.index
-        kind = info.kind.kind
-        names = layer_names(info)
-        below = next((p.info.index for p in reversed(plans) if not p.info.kind.kind.view),
-                     None)  # fmt: skip
+        im2col = uses_im2col(info)
+        kd = info.im2col if im2col and info.im2col is not None else info.kind
+        kind = kd.kind
+        for st in kind.forward:
+            clash = {
+                str(s) for s in st.index + tuple(v for v, _ in st.reduce)
+            } & KERNEL_LOCALS
+            if clash:
+                raise ValueError(
+                    f"layer kind {info.name}: index names {sorted(clash)} are locals "
+                    "of the generated kernels; rename them in the kind's definition"
+                )
+        names = layer_names(info, kind)
+        below = next((p.info.index for p in reversed(plans) if not p.kind.view), None)
         source = "XT" if i == 1 else f"a{i - 1}"
         names = {k: ("XT" if v == "a0" else v) for k, v in names.items()}
         adjoint = None if below is None else f"delta{i - 1}"
         for key in list(names):
             if key.startswith("d") and names[key] == f"da{i - 1}":
                 names[key] = adjoint or "-"
-        blas = kind.name == "dense" and uses_blas(info.n_in, info.n_out)
+        blas = im2col or (kind.name == "dense" and uses_blas(info.n_in, info.n_out))
         output = f"z{i}" if kind.activation else f"a{i}"
-        plans.append(_Layer(info, source, output, names, blas, adjoint, below))
-        if not kind.view and first_real is None:
-            first_real = i
+        plans.append(_Layer(info, kd, source, output, names, blas, adjoint, below))
     return plans
 
 
 def _buffers(
     plans: Sequence[_Layer], softmax: bool
 ) -> tuple[tuple[BufferCode, ...], tuple[BufferCode, ...], int]:
-    """Forward buffers (z, a, integer work tensors, lse_rows), delta buffers, and
-    the position of the network's output among the forward buffers."""
+    """Forward buffers (work tensors such as argmax or im2col's windows, z, a,
+    lse_rows), delta buffers, and the position of the network's output among the
+    forward buffers."""
     forward: list[BufferCode] = []
     deltas: list[BufferCode] = []
     output = 0
     for plan in plans:
-        info, kind = plan.info, plan.info.kind.kind
+        info, kind = plan.info, plan.kind
         if kind.view:
             continue
         binding = dict(info.binding)
         for tensor in kind.tensors:
-            if tensor.role == "index":
-                shape = tuple(
-                    int(sp.sympify(e).xreplace(binding)) for e in tensor.shape
-                )
-                forward.append(BufferCode(f"{tensor.name}{info.index}", shape, "int"))
+            if tensor.role not in ("index", "work"):
+                continue
+            shape = tuple(int(sp.sympify(e).xreplace(binding)) for e in tensor.shape)
+            name = plan.names[tensor.name]
+            forward.append(
+                BufferCode(name, shape, "int" if tensor.role == "index" else "float")
+            )
+            if tensor.role == "work" and plan.input_adjoint is not None:
+                deltas.append(BufferCode(plan.names[f"d{tensor.name}"], shape, "float"))
         if kind.activation:
             forward.append(BufferCode(f"z{info.index}", info.output_shape, "float"))
         output = len(forward)
@@ -204,6 +255,34 @@ def _buffers(
     if softmax:
         forward.append(BufferCode("lse_rows", (), "float"))
     return tuple(forward), tuple(deltas), output
+
+
+#: Tensors the kernels store flat: name -> logical per-sample shape.
+Layouts = dict[str, tuple[int, ...]]
+
+
+def _layouts(
+    forward: Sequence[BufferCode],
+    deltas: Sequence[BufferCode],
+    params: Sequence[ParamCode],
+    plans: Sequence[_Layer],
+) -> Layouts:
+    """Buffers with several axes per sample are stored (values, batch) and
+    parameters with more than two axes (first axis, the rest): the shapes the
+    flat index is computed from."""
+    out: Layouts = {}
+    for buffer in (*forward, *deltas):
+        if len(buffer.shape) > 1:
+            out[buffer.name] = buffer.shape
+    for plan in plans:
+        shape = plan.info.input_shape
+        if plan.info.index == 1 and len(shape) > 1:
+            out["XT"] = shape
+    for param in params:
+        if len(param.shape) > 2:
+            out[param.name] = param.shape
+            out[f"grad_{param.name}"] = param.shape
+    return out
 
 
 # ---------------------------------------------------------------------- gemm
@@ -236,13 +315,27 @@ def _gemm(
     )
 
 
+def _product(extents: Sequence[int | str]) -> int | str:
+    """The product of extents, the batch extent ("cols") kept as a name."""
+    number = math.prod(e for e in extents if isinstance(e, int))
+    names = [e for e in extents if isinstance(e, str)]
+    if not names:
+        return number
+    return " * ".join(([str(number)] if number != 1 else []) + names)
+
+
 def _contraction(
     nest: Nest, batch_extent: str, transposed: frozenset[str]
 ) -> str | None:
-    """The nest as one gemm call, when it is a plain matrix product: the value is
-    two reads, every index a plain loop index (or the batch), no guards, and each
-    index in exactly two of (target, left read, right read). ``transposed``
-    names buffers stored with their axes reversed (XT of a BLAS first layer)."""
+    """The nest as one gemm call, when it is a matrix product: the value is two
+    reads, every index a plain loop index (or the batch), no guards, and the
+    indices fall into three groups, each in storage order, adjacent and in the
+    same order wherever it appears: M (target and left read), N (target and
+    right read) and K (both reads, summed over). Buffers store their axes in C
+    order (a sample's values, then the batch), so each group is one matrix axis:
+    dense ``W @ A`` (M = j, K = k, N = batch), im2col's ``W (F, c m n) @ cols
+    (c m n, i j batch)``. ``transposed`` names buffers stored with their axes
+    reversed (XT of a BLAS first layer)."""
     factors = sp.Mul.make_args(sp.sympify(nest.value))
     reads = [f for f in factors if isinstance(f, sp.Indexed)]
     if len(reads) != 2 or len(factors) != 2 or nest.guards or nest.init != 0:
@@ -255,34 +348,45 @@ def _contraction(
         full = [*index, *([batch] if name in nest.batched else [])]
         if not all(isinstance(i, sp.Symbol) and i in extents for i in full):
             return None
-        return list(full)  # type: ignore[arg-type]
+        if len(set(full)) != len(full):
+            return None
+        return list(reversed(full)) if name in transposed else list(full)
 
     target = axes(nest.target, nest.target_index)
     a = axes(str(reads[0].base.label), reads[0].indices)
     b = axes(str(reads[1].base.label), reads[1].indices)
-    if target is None or a is None or b is None:
+    if target is None or a is None or b is None or nest.target in transposed:
         return None
-    if not (len(target) == len(a) == len(b) == 2):
+    inner = [v for v in a if v in b and v not in target]
+    if set(target) != (set(a) | set(b)) - set(inner):
         return None
-    inner = (set(a) & set(b)) - set(target)
-    if len(inner) != 1 or set(target) != (set(a) | set(b)) - inner:
-        return None
-    (k,) = inner
-    first, second = target
-    if first in b:  # order the operands as the target's axes: left has the rows
+    if target[0] in b:  # order the operands as the target's axes: left has the rows
         reads, a, b = [reads[1], reads[0]], b, a
+    rows = [v for v in target if v in a]
+    columns = [v for v in target if v in b]
+    if target != rows + columns or not rows or not columns or not inner:
+        return None
 
-    def operand(read: sp.Indexed, logical: list[sp.Symbol], rows: sp.Symbol):
-        name = str(read.base.label)
-        storage = list(reversed(logical)) if name in transposed else logical
-        trans = storage[0] != rows
-        return (name, trans, extents[storage[1]])
+    def operand(
+        name: str,
+        storage: list[sp.Symbol],
+        first: list[sp.Symbol],
+        second: list[sp.Symbol],
+    ) -> tuple[str, bool, int | str] | None:
+        if storage == first + second:
+            return name, False, _product([extents[v] for v in second])
+        if storage == second + first:
+            return name, True, _product([extents[v] for v in first])
+        return None  # fmt: skip
 
-    left = operand(reads[0], a, first)
-    right = operand(reads[1], b, k)
+    left = operand(str(reads[0].base.label), a, rows, inner)
+    right = operand(str(reads[1].base.label), b, inner, columns)
+    if left is None or right is None:
+        return None
     return _gemm(
-        nest.target, left, right, extents[first], extents[second], extents[k],
-        accumulate=nest.mode == "add",
+        nest.target, left, right,
+        _product([extents[v] for v in rows]), _product([extents[v] for v in columns]),
+        _product([extents[v] for v in inner]), accumulate=nest.mode == "add",
     )  # fmt: skip
 
 
@@ -301,17 +405,27 @@ def _loop_header(
 
 
 def _axes(plan: _Layer) -> tuple[list[tuple[str, int]], str]:
-    """Loop variables over the layer output's axes (the names of its statement's
-    index) and the batch variable (i, as in dense code, else s, r, t)."""
-    kind = plan.info.kind.kind
+    """Loops over the layer output as the kernels store it: its first axis (named
+    as in the kind's statement: dense j, conv f) and, for several axes, the
+    flat position q within it; then the batch variable (i, as in dense code,
+    else s)."""
+    kind = plan.kind
     statement = next(s for s in kind.forward if s.target == kind.output)
     names = [str(s) for s in statement.index]
     batch = next(n for n in ("i", "s", "r", "t") if n not in names)
-    return list(zip(names, plan.info.output_shape, strict=True)), batch
+    shape = plan.info.output_shape
+    axes = [(names[0], shape[0])]
+    if len(shape) > 1:
+        axes.append(("q", math.prod(shape[1:])))
+    return axes, batch
 
 
 def _element(buffer: str, axes: Sequence[tuple[str, int]], batch: str) -> str:
-    return f"{buffer}[{', '.join([*(n for n, _ in axes), batch])}]"
+    """An element of a batched buffer in the kernels' (values, batch) layout."""
+    if len(axes) == 1:
+        return f"{buffer}[{axes[0][0]}, {batch}]"
+    (first, _), (inner, size) = axes
+    return f"{buffer}[{first} * {size} + {inner}, {batch}]"
 
 
 def _temps(scalar: ScalarCode, indent: str) -> list[str]:
@@ -433,7 +547,7 @@ def _loss_lines(d: Derivation, dtype: str) -> list[str]:
     lines = [
         f"# {_loss_comment(d)}",
         f"for j in range({out.n_out}):",
-        "    for i in range(m):",
+        "    for i in range(rows):",
     ]
     lines += [
         f"        {name} = {element}" for name, element in _loads(out.index, value)
@@ -450,7 +564,7 @@ def _output_pass(d: Derivation, dtype: str, bias: str | None) -> list[str]:
     value = print_scalar_code(d.loss.value.expr, prefix="v", dtype=dtype)
     delta = print_scalar_code(d.loss.output_delta.expr, dtype=dtype)
     lines = [
-        f"inv_m = np.{dtype}(1.0 / m)",
+        f"inv_rows = np.{dtype}(1.0 / rows)",
         f"# one pass over the outputs: the loss, the output delta and its sum ({bias})"
         if bias
         else "# one pass over the outputs: the loss and the output delta",
@@ -460,7 +574,7 @@ def _output_pass(d: Derivation, dtype: str, bias: str | None) -> list[str]:
     ]
     if bias:
         lines.append(f"    bias_grad = np.{dtype}(0.0)")
-    lines.append("    for i in range(m):")
+    lines.append("    for i in range(rows):")
     lines += [
         f"        {name} = {element}" for name, element in _loads(n, value, delta)
     ]
@@ -469,14 +583,14 @@ def _output_pass(d: Derivation, dtype: str, bias: str | None) -> list[str]:
     lines.append(f"        total += {value.result}")
     lines += _temps(delta, "        ")
     lines += [
-        f"        delta = ({delta.result}) * inv_m",
+        f"        delta = ({delta.result}) * inv_rows",
         f"        delta{n}[j, i] = delta",
     ]
     if bias:
         lines += ["        bias_grad += delta", f"    {bias}[j] = bias_grad"]
     lines += [
-        "    # columns past the m samples (a padded last batch) add nothing to the gradients",
-        "    for i in range(m, cols):",
+        "    # columns past the batch's rows (a padded last batch) add nothing to the gradients",
+        "    for i in range(rows, cols):",
         f"        delta{n}[j, i] = 0.0",
     ]
     return lines
@@ -497,15 +611,17 @@ def _ranges(plan: _Layer) -> dict[str, int]:
     """The value range [0, n) of each integer buffer of the layer (an argmax
     counts over its window)."""
     out = {}
-    for st in plan.info.kind.kind.forward:
+    for st in plan.kind.forward:
         if st.op == "argmax":
             size = math.prod(_bound_extent(e, plan) for _, e in st.reduce)
             out[plan.names[st.target]] = size
     return out
 
 
-def _statement_nest(st: Statement, plan: _Layer, batched: frozenset[str]) -> Nest:
-    kind = plan.info.kind.kind
+def _statement_nest(
+    st: Statement, plan: _Layer, batched: frozenset[str], layouts: Layouts
+) -> Nest:
+    kind = plan.kind
     target_shape = kind.tensor(st.target).shape
     loops = tuple(zip(st.index, target_shape, strict=True)) + tuple(st.reduce)
     guards = statement_guards(st, st.body, kind, loops)
@@ -521,11 +637,17 @@ def _statement_nest(st: Statement, plan: _Layer, batched: frozenset[str]) -> Nes
         op=st.op,
         batched=batched,
         ranges=_ranges(plan),
+        layouts=layouts,
     )
 
 
 def _rule_nest(
-    rule: AdjointRule, plan: _Layer, target: str, mode: str, batched: frozenset[str]
+    rule: AdjointRule,
+    plan: _Layer,
+    target: str,
+    mode: str,
+    batched: frozenset[str],
+    layouts: Layouts,
 ) -> Nest:
     names = {**plan.names, f"d{rule.seed}": plan.names[f"d{rule.seed}"]}
     value = rename(sp.sympify(rule.value).xreplace(dict(plan.info.binding)), names)
@@ -541,6 +663,7 @@ def _rule_nest(
         mode=mode,  # type: ignore[arg-type]
         batched=batched,
         ranges=_ranges(plan),
+        layouts=layouts,
     )
 
 
@@ -557,17 +680,16 @@ def _fusable_bias(rule: AdjointRule) -> bool:
 
 
 def _zero_pass(buffer: str, shape: tuple[int, ...]) -> list[str]:
-    names = [f"q{n}" for n in range(len(shape))]
-    lines, indent = _loop_header(list(zip(names, shape, strict=True)), "i", "cols")
+    lines, indent = _loop_header([("q", math.prod(shape))], "i", "cols")
     return [f"# {buffer} = 0 (the scatter below adds into it)", *lines,
-            f"{indent}{buffer}[{', '.join([*names, 'i'])}] = 0.0"]  # fmt: skip
+            f"{indent}{buffer}[q, i] = 0.0"]  # fmt: skip
 
 
 def _comment(text: str, plan: _Layer) -> list[str]:
     units = plan.info.n_out
     return (
         [text]
-        if plan.info.kind.kind.name != "dense"
+        if plan.kind.name != "dense"
         else [f"{text}   ({units} unit{'s' if units != 1 else ''})"]
     )
 
@@ -575,43 +697,61 @@ def _comment(text: str, plan: _Layer) -> list[str]:
 # ------------------------------------------------------------------ passes
 
 
+def _statement_comment(st: Statement, plan: _Layer) -> str:
+    """The statement in index form with the layer's buffers and numbers."""
+    bound = Statement(
+        st.target, st.index, _bind(st.body, plan), _bind(st.init, plan),
+        tuple((s, _bound_extent(e, plan)) for s, e in st.reduce), st.op, st.outside,
+    )  # fmt: skip
+    return statement_text(bound, {st.target: plan.names[st.target]})
+
+
 def _forward_lines(
     plans: Sequence[_Layer],
     dtype: str,
     batched: frozenset[str],
     transposed: frozenset[str],
+    layouts: Layouts,
 ) -> list[str]:
     lines: list[str] = []
     for plan in plans:
-        info, kind = plan.info, plan.info.kind.kind
+        info, kind = plan.info, plan.kind
         if kind.view:
             lines.append(
-                f"# a{info.index} = {plan.input} flattened in C order (a view: no copy)"
+                f"# a{info.index} = {plan.input} flattened in C order: the same buffer "
+                "(every buffer holds a sample's values in C order)"
             )
-            lines.append(f"a{info.index} = {plan.input}.reshape(({info.n_out}, cols))")
+            lines.append(f"a{info.index} = {plan.input}")
             continue
         pending_bias = None
-        for st in kind.forward:
-            nest = _statement_nest(st, plan, batched)
-            comment = statement_text(
-                Statement(st.target, st.index, _bind(st.body, plan), _bind(st.init, plan),
-                          tuple((s, _bound_extent(e, plan)) for s, e in st.reduce),
-                          st.op, st.outside),
-                {st.target: plan.names[st.target]},
-            )  # fmt: skip
+        skip = set()
+        for position, st in enumerate(kind.forward):
+            if position in skip:
+                continue
+            nest = _statement_nest(st, plan, batched, layouts)
+            comment = _comment(_statement_comment(st, plan), plan)
+            following = kind.forward[position + 1 : position + 2]
+            if st.op == "argmax" and following and _reads_the_maximum(following[0], st):
+                # the read through the argmax is the window's largest value,
+                # which the argmax loop has in hand: it stores it too
+                read = following[0]
+                nest = Nest(**{**nest.__dict__, "also": plan.names[read.target]})
+                comment.append(
+                    f"{_statement_comment(read, plan)}   (the largest value: stored "
+                    "by the same loop)"
+                )
+                skip.add(position + 1)
             gemm = None
             if plan.blas and st.op == "sum":
-                plain = Nest(**{**nest.__dict__, "init": sp.S.Zero})
-                gemm = _contraction(plain, "cols", transposed)
-            if gemm is not None:
-                lines += _comment(f"# {comment}", plan)
-                lines.append(gemm)
-                if nest.init != 0:
-                    pending_bias = code(_with_batch_free(nest.init), dtype)
-            else:
-                lines += print_nest(
-                    nest, dtype, "cols", comment=_comment(comment, plan)
-                )
+                gemm = _contraction(Nest(**{**nest.__dict__, "init": sp.S.Zero}), "cols",
+                                    transposed)  # fmt: skip
+            if gemm is None:
+                lines += print_nest(nest, dtype, "cols", comment=comment)
+                continue
+            lines += [f"# {text}" for text in comment]
+            lines.append(gemm)
+            if nest.init != 0:
+                pending_bias = code(nest.init, dtype)
         if kind.activation:
             act = info.activation
             assert act is not None
@@ -622,8 +762,22 @@ def _forward_lines(
     return lines
 
 
-def _with_batch_free(expr: sp.Expr) -> sp.Expr:
-    return expr
+def _reads_the_maximum(read: Statement, argmax: Statement) -> bool:
+    """Whether ``read`` is ``argmax``'s body at the argmax's position: the
+    window's loop indices recovered from the flat position (row by row), so its
+    value is the largest one the argmax loop has already found."""
+    if read.reduce or read.init != 0 or read.index != argmax.index:
+        return False
+    position = sp.IndexedBase(argmax.target, integer=True)[argmax.index]
+    extents = [e for _, e in argmax.reduce]
+    recovered = {}
+    stride: sp.Expr = sp.S.One
+    for n in range(len(extents) - 1, -1, -1):
+        var = argmax.reduce[n][0]
+        scaled = position if stride == 1 else sp.floor(position / stride)
+        recovered[var] = scaled if n == 0 else sp.Mod(scaled, extents[n])
+        stride = stride * extents[n]
+    return sp.expand(read.body - argmax.body.xreplace(recovered)) == 0
 
 
 def _backward_lines(
@@ -632,38 +786,36 @@ def _backward_lines(
     dtype: str,
     batched: frozenset[str],
     transposed: frozenset[str],
+    layouts: Layouts,
 ) -> list[str]:
     out_plan = plans[-1]
-    out_bias = next((r for r in out_plan.info.kind.rules if _fusable_bias(r)), None)
+    out_bias = next((r for r in out_plan.kd.rules if _fusable_bias(r)), None)
     fused = {id(out_bias)} if out_bias is not None else set()
     bias_name = out_plan.names[f"d{out_bias.target}"] if out_bias else None
     lines = _output_pass(d, dtype, bias_name)
     # views of adjoints (flatten): declared before any rule writes into them
     for plan in plans:
-        if plan.info.kind.kind.view and plan.input_adjoint is not None:
+        if plan.kind.view and plan.input_adjoint is not None:
             below = plans[plan.below - 1] if plan.below else None
             if below is not None:
-                shape = f"({plan.info.n_out}, cols)"
-                lines.append(
-                    f"delta{plan.info.index} = delta{below.info.index}.reshape({shape})"
-                )
+                lines.append(f"delta{plan.info.index} = delta{below.info.index}")
     written: set[str] = set()
     for plan in reversed(plans):
-        info, kind = plan.info, plan.info.kind.kind
+        info, kind = plan.info, plan.kind
         if kind.view:
             continue
-        for rule in info.kind.rules:
+        for rule in plan.kd.rules:
             if id(rule) in fused:
                 continue
             role = kind.tensor(rule.target).role
+            if role in ("input", "work") and plan.input_adjoint is None:
+                continue  # the network input needs no gradient (nor what feeds it)
             if role == "input":
-                if plan.input_adjoint is None:
-                    continue  # the network input needs no gradient
                 target = plan.input_adjoint
             else:
                 target = plan.names[f"d{rule.target}"]
             mode = "add" if target in written else "assign"
-            nest = _rule_nest(rule, plan, target, mode, batched)
+            nest = _rule_nest(rule, plan, target, mode, batched, layouts)
             comment = _rule_comment(rule, plan, target)
             gemm = _contraction(nest, "cols", transposed) if plan.blas else None
             if gemm is not None:
@@ -681,7 +833,7 @@ def _backward_lines(
         below = plans[plan.below - 1]
         if below.info.activation is None:
             continue
-        bias_rule = next((r for r in below.info.kind.rules if _fusable_bias(r)), None)
+        bias_rule = next((r for r in below.kd.rules if _fusable_bias(r)), None)
         bias = None
         if bias_rule is not None:
             fused.add(id(bias_rule))
@@ -709,25 +861,24 @@ def _rule_comment(rule: AdjointRule, plan: _Layer, target: str) -> str:
 
 
 def kind_has_batch(plan: _Layer, rule: AdjointRule) -> bool:
-    return plan.info.kind.kind.tensor(rule.target).role != "param"
+    return plan.kind.tensor(rule.target).role != "param"
 
 
 def _gather_lines(d: Derivation, input_rows: bool) -> list[str]:
     n_in, n_out = d.spec.n_inputs, d.layers[-1].n_out
-    flat = len(d.spec.input_shape) == 1
-    target = "XT" if flat else "XT_rows"
-    lines = [] if flat else [f"XT_rows = XT.reshape(({n_in}, cols))  # the rows' view"]
+    target = "XT"
+    lines: list[str] = []
     lines += [
         "# gather the batch's rows with loops (slice assignment compiles slowly);",
         "# sample r becomes column r of XT and YT",
-        "for r in range(m):",
+        "for r in range(rows):",
         "    row = order[start + r]",
         f"    for c in range({n_in}):",
         f"        {target}[c, r] = X_all[row, c]",
         f"    for c in range({n_out}):",
         "        YT[c, r] = Y_all[row, c]",
-        "# the columns past m get zero inputs (YT's are never read)",
-        "for r in range(m, cols):",
+        "# the columns past the rows get zero inputs (YT's are never read)",
+        "for r in range(rows, cols):",
         f"    for c in range({n_in}):",
         f"        {target}[c, r] = 0.0",
     ]
@@ -803,13 +954,14 @@ def lower(derivation: Derivation) -> CodeModel:
             *(b.name for b in forward_buffers),
             *(b.name for b in delta_buffers),
         ]
-        + [f"a{p.info.index}" for p in plans if p.info.kind.kind.view]
-        + [f"delta{p.info.index}" for p in plans if p.info.kind.kind.view]
+        + [f"a{p.info.index}" for p in plans if p.kind.view]
+        + [f"delta{p.info.index}" for p in plans if p.kind.view]
     )
     input_rows = plans[0].blas
     transposed = frozenset(["XT"]) if input_rows else frozenset()
-    forward = _forward_lines(plans, dtype, batched, transposed)
-    backward = _backward_lines(d, plans, dtype, batched, transposed)
+    layouts = _layouts(forward_buffers, delta_buffers, params, plans)
+    forward = _forward_lines(plans, dtype, batched, transposed, layouts)
+    backward = _backward_lines(d, plans, dtype, batched, transposed, layouts)
     loss = _loss_lines(d, dtype)
     text = "\n".join([*forward, *backward, *loss])
     helpers = helpers_called(text)
@@ -836,6 +988,7 @@ def lower(derivation: Derivation) -> CodeModel:
         delta_buffers=delta_buffers,
         output_buffer=output,
         input_rows=input_rows,
+        input_arg="X" if len(spec.input_shape) == 1 else "XT",
         param_names=tuple(p.name for p in params),
         forward_names=tuple(b.name for b in forward_buffers),
         delta_names=tuple(b.name for b in delta_buffers),

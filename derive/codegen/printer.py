@@ -53,13 +53,15 @@ class IndexPrinter(PythonCodePrinter):
         numerator, denominator = sp.fraction(sp.together(arg))
         if denominator != 1 and denominator.is_Integer:
             prec = sp.printing.precedence.PRECEDENCE["Mul"]
-            return f"{self.parenthesize(numerator, prec, strict=True)} // {denominator}"
+            # parenthesized whole: -(a // 2) is not -a // 2
+            numerator_text = self.parenthesize(numerator, prec, strict=True)
+            return f"({numerator_text} // {denominator})"
         return f"math.floor({self._print(arg)})"  # pragma: no cover
 
     def _print_Mod(self, expr: sp.Expr) -> str:
         prec = sp.printing.precedence.PRECEDENCE["Mul"]
         a, b = expr.args
-        return f"{self.parenthesize(a, prec, strict=True)} % {self._print(b)}"
+        return f"({self.parenthesize(a, prec, strict=True)} % {self._print(b)})"
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         indices = ", ".join(self._print(i) for i in expr.indices)
@@ -136,11 +138,21 @@ def _printer(dtype: str) -> NumbaPrinter:
     return NumbaPrinter(dtype)
 
 
+def _rationals_to_floats(expr: sp.Basic) -> sp.Basic:
+    """Non-integer rationals as 17-digit floats, except inside a read's indices
+    (integer arithmetic: ``argmax // 2`` stays exact)."""
+    if isinstance(expr, sp.Indexed):
+        return expr
+    if isinstance(expr, sp.Rational) and not expr.is_Integer:
+        return sp.Float(expr, 17)
+    if not expr.args or isinstance(expr, sp.Symbol):
+        return expr
+    return expr.func(*(_rationals_to_floats(a) for a in expr.args))
+
+
 def code(expr: sp.Expr, dtype: str = "float64") -> str:
     """One expression as code (no CSE). Non-integer rationals print as floats."""
-    expr = sp.sympify(expr)
-    floats = {r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if not r.is_Integer}
-    return _printer(dtype).doprint(expr.xreplace(floats))
+    return _printer(dtype).doprint(_rationals_to_floats(sp.sympify(expr)))
 
 
 #: The scalar names an elementwise formula may read.

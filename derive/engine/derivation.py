@@ -33,6 +33,7 @@ from ..ops import Activation, Loss
 from ..spec import Spec
 from .adjoint import AdjointRule, GatherRule, check_gather, derive_rules, gather
 from .notation import latex, text
+from .transforms import im2col
 from .simplify import (
     DERIVATIVE_STRATEGY,
     LOSS_VALUE_STRATEGY,
@@ -137,6 +138,9 @@ class LayerInfo:
     output_shape: tuple[int, ...]
     activation: ActivationDerivation | None
     is_output: bool
+    #: the same kind as im2col + a matrix product (convolutions), derived too;
+    #: the lowering picks one of the two forms per layer
+    im2col: KindDerivation | None = None
 
     @property
     def n_in(self) -> int:
@@ -536,6 +540,7 @@ def derive(spec: Spec) -> Derivation:
         if layer.activation is not None:
             op = spec.activation_def(idx)
             act = derive_activation(op, layer.activation.label, layer.activation.params)
+        windows = im2col(kind)
         layers.append(
             LayerInfo(
                 index=idx + 1,
@@ -546,6 +551,7 @@ def derive(spec: Spec) -> Derivation:
                 output_shape=out_shape,
                 activation=act,
                 is_output=idx == n_layers - 1,
+                im2col=derive_kind(windows) if windows is not None else None,
             )
         )
         shape = out_shape

@@ -57,6 +57,8 @@ def adjoint_names(kind: LayerKind, index: int, previous_adjoint: str) -> dict[st
             names[tensor.name] = f"delta{index}"
         elif tensor.role == "param":
             names[tensor.name] = f"grad_{tensor.name}{index}"
+        elif tensor.role == "work":
+            names[tensor.name] = f"d{tensor.name}{index}"
     return names
 
 
@@ -107,7 +109,7 @@ class _IndexText(StrPrinter):
         return f"sigmoid({self._print(expr.args[0])})"
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
-        return f"{expr.base.label}[{', '.join(self._print(i) for i in expr.indices)}]"
+        return f"{expr.base.label}[{', '.join(_index_text(i) for i in expr.indices)}]"
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         if all(isinstance(f, sp.Indexed) for f in expr.args):
@@ -123,6 +125,32 @@ class _IndexText(StrPrinter):
         if denominator != 1:
             return f"({self._print(numerator)}) // {self._print(denominator)}"
         return f"floor({self._print(expr.args[0])})"  # pragma: no cover
+
+
+class _IndexArithmetic(StrPrinter):
+    """Index expressions in SymPy's usual order (``i + m - 1``)."""
+
+    printmethod = "_derive_text"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        return f"{expr.base.label}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_Mod(self, expr: sp.Expr) -> str:
+        a, b = expr.args
+        return f"({self._print(a)}) % {self._print(b)}"
+
+    def _print_floor(self, expr: sp.Expr) -> str:
+        numerator, denominator = sp.fraction(sp.together(expr.args[0]))
+        if denominator != 1:
+            return f"({self._print(numerator)}) // {self._print(denominator)}"
+        return f"floor({self._print(expr.args[0])})"  # pragma: no cover
+
+
+_INDEX_TEXT = _IndexArithmetic()
+
+
+def _index_text(index: sp.Expr) -> str:
+    return _INDEX_TEXT.doprint(index)
 
 
 def _reading_order(reads: Sequence[sp.Indexed]) -> list[sp.Indexed]:
@@ -144,7 +172,7 @@ class _Subscripts(_IndexText):
     """Textbook reads: ``W_jk`` when every index is one letter."""
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
-        indices = [self._print(i) for i in expr.indices]
+        indices = [_index_text(i) for i in expr.indices]
         if all(len(i) == 1 and i.isalpha() for i in indices):
             return f"{expr.base.label}_{''.join(indices)}"
         return super()._print_Indexed(expr)
@@ -266,7 +294,9 @@ def _conditions(conditions: Sequence[sp.Boolean]) -> list[tuple[str, str]]:
             continue
         elif isinstance(c, sp.Eq) and isinstance(c.lhs, sp.Mod):
             a, b = c.lhs.args
-            out.append((f"{text(a)} % {text(b)} == 0", rf"{latex(b)} \mid {latex(a)}"))
+            out.append(
+                (f"({text(a)}) % {text(b)} == 0", rf"{latex(b)} \mid {latex(a)}")
+            )
         elif isinstance(c, sp.Eq):
             out.append((f"{text(c.lhs)} == {text(c.rhs)}", latex(c)))
         else:
@@ -283,7 +313,8 @@ def gather_text(
         subscripts,
     )
     value = text(rename(form.value, names), subscripts)
-    guards = "".join(f"[{t}] " for t, _ in _conditions(form.conditions))
+    conditions = [rename(c, names) for c in form.conditions]
+    guards = "".join(f"[{t}] " for t, _ in _conditions(conditions))
     return (
         f"{target} = {_sum_text([s for s, _ in form.sums], subscripts)}{guards}{value}"
     )
@@ -294,7 +325,8 @@ def gather_latex(form: GatherRule, names: Mapping[str, str]) -> str:
         _read(names.get(f"d{form.target}", f"d{form.target}"), form.target_index)
     )
     value = latex(rename(form.value, names))
-    guards = "".join(rf"\left[{t}\right] " for _, t in _conditions(form.conditions))
+    conditions = [rename(c, names) for c in form.conditions]
+    guards = "".join(rf"\left[{t}\right] " for _, t in _conditions(conditions))
     return f"{target} = {_sum_latex([s for s, _ in form.sums])}{guards}{value}"
 
 
@@ -309,10 +341,11 @@ def rule_text(rule: AdjointRule, names: Mapping[str, str]) -> str:
 # ------------------------------------------------------ names of a network layer
 
 
-def layer_names(layer: LayerInfo) -> dict[str, str]:
+def layer_names(layer: LayerInfo, kind: LayerKind | None = None) -> dict[str, str]:
     """Local tensor and adjoint names of ``layer`` -> the network's names
-    (``d<local>`` keys for adjoints)."""
-    kind = layer.kind.kind
+    (``d<local>`` keys for adjoints); ``kind``: another form of the layer's kind
+    (its im2col rewrite), by default its own."""
+    kind = kind or layer.kind.kind
     previous = f"a{layer.index - 1}"
     names = tensor_names(kind, layer.index, previous)
     adjoints = adjoint_names(kind, layer.index, f"da{layer.index - 1}")

@@ -57,16 +57,17 @@ class Param:
         return self.default is None and self.default_from is None
 
 
-Role = Literal["input", "param", "output", "index"]
+Role = Literal["input", "param", "output", "index", "work"]
 
 
 @dataclass(frozen=True)
 class TensorDef:
     """A tensor of a layer kind: its name in the statements, role and shape.
 
-    ``shape`` holds SymPy expressions of the kind's symbols, per sample: inputs,
-    outputs and index (integer) tensors have a trailing batch axis besides,
-    parameters do not. ``init`` (parameters): "weight" (Glorot or He from the
+    ``role``: "input", "param", "output", "index" (an integer work tensor, such
+    as pooling's argmax) or "work" (a float intermediate, such as im2col's
+    windows). ``shape`` holds SymPy expressions of the kind's symbols, per
+    sample: every tensor but a parameter has a trailing batch axis besides. ``init`` (parameters): "weight" (Glorot or He from the
     kind's fan-in, by the activation) or "zeros".
     """
 

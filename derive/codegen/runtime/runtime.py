@@ -144,25 +144,38 @@ def _check_targets(Y, n_rows):
             )
 
 
-def _feature_major(X):
-    """The kernels' view of inputs X (n, N_INPUT): feature-major, the samples
-    along the last axis (a transposed view for feature vectors; a C-contiguous
-    copy of shape INPUT_SHAPE + (n,) for images and signals)."""
+def _kernel_input(X):
+    """Inputs X (n, N_INPUT) as the kernels take them: feature vectors as they
+    are (the kernel reads X.T, a view Numba types the same for any n); images
+    and signals as a C-contiguous feature-major copy XT (N_INPUT, n), whose
+    kernels read one contiguous row per input value."""
     if len(INPUT_SHAPE) == 1:
-        return X.T
-    return np.ascontiguousarray(X.T).reshape((*INPUT_SHAPE, X.shape[0]))
+        return X
+    return np.ascontiguousarray(X.T)
+
+
+def _stored(shape, rows):
+    """A buffer's shape in the kernels: a sample's values in C order, then the
+    batch (a per-sample scalar such as lse_rows: just the batch)."""
+    return (math.prod(shape), rows) if shape else (rows,)
+
+
+def _kernel_view(p):
+    """A parameter (or gradient) as the kernels index it: tensors of more than
+    two axes as (first axis, the rest in C order), a view of the same memory."""
+    return p.reshape(p.shape[0], -1) if p.ndim > 2 else p
 
 
 def _buffers(rows):
     """The forward pass's work buffers for `rows` samples (_FORWARD_BUFFERS)."""
     return [
-        np.empty((*shape, rows), dtype=DTYPE if kind == "float" else np.int64)
+        np.empty(_stored(shape, rows), dtype=DTYPE if kind == "float" else np.int64)
         for _, shape, kind in _FORWARD_BUFFERS
     ]
 
 
 def _deltas(rows):
-    return [np.empty((*shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+    return [np.empty(_stored(shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
 
 
 def _train_buffers(cols):
@@ -173,18 +186,20 @@ def _train_buffers(cols):
     if _INPUT_ROWS:
         XT = np.zeros((cols, N_INPUT), dtype=DTYPE).T
     else:
-        XT = np.zeros((*INPUT_SHAPE, cols), dtype=DTYPE)
+        XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
     buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
     for _, shape, kind in _FORWARD_BUFFERS:
         dtype = DTYPE if kind == "float" else np.int64
-        buffers.append(np.zeros((*shape, cols), dtype=dtype))
-    buffers += [np.zeros((*shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+        buffers.append(np.zeros(_stored(shape, cols), dtype=dtype))
+    buffers += [
+        np.zeros(_stored(shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS
+    ]
     return buffers
 
 
 def _run_forward(params, X):
     buffers = _buffers(X.shape[0])
-    _forward(*params, _feature_major(X), *buffers)
+    _forward(*map(_kernel_view, params), _kernel_input(X), *buffers)
     return buffers
 
 
@@ -216,7 +231,9 @@ def loss(params, X, Y):
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
-    total = _evaluate(*params, _feature_major(X), Y.T, *_buffers(X.shape[0]))
+    total = _evaluate(
+        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(X.shape[0])
+    )
     return float(total / X.shape[0])
 
 
@@ -229,8 +246,9 @@ def loss_and_grad(params, X, Y):
     rows = X.shape[0]
     grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
     total = _gradients(
-        *params, _feature_major(X), Y.T, *_buffers(rows), *_deltas(rows), *grads
-    )
+        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(rows),
+        *_deltas(rows), *map(_kernel_view, grads),
+    )  # fmt: skip
     return float(total / rows), grads
 
 
@@ -403,7 +421,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
-    grads = _flat_views(grad)
+    grads = [_kernel_view(g) for g in _flat_views(grad)]
     work = _train_buffers(min(batch_size, n))
     if X_val is not None:
         XT_val, YT_val = _feature_major(X_val), Y_val.T
@@ -412,6 +430,7 @@ def fit(
     # params receive it after every call
     theta = np.concatenate([p.reshape(-1) for p in params])
     views = _flat_views(theta)
+    kernel_views = [_kernel_view(v) for v in views]
     order = np.arange(n, dtype=np.int64)
     # one epoch per call when something must happen between epochs, else all
     per_call = 1 if (X_val is not None or patience or callback) else epochs
@@ -427,7 +446,7 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *views, theta, grad, tuple(state["buffers"]), X, Y, order,
+            *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
             clip_norm, hyper, state["step"], totals, *grads, *work,
         )  # fmt: skip
@@ -448,7 +467,9 @@ def fit(
             "samples_per_s": n / max(elapsed, 1e-9),
         }
         if X_val is not None:
-            value = _evaluate(*params, XT_val, YT_val, *val_work)
+            value = _evaluate(
+                *map(_kernel_view, params), X_val_kernel, Y_val, *val_work
+            )
             logs["val_loss"] = float(value / X_val.shape[0])
             history["val_loss"].append(logs["val_loss"])
             if TASK != "regression":

@@ -1,0 +1,88 @@
+"""Rewrites of a layer kind's statements that keep its meaning (and so its
+derivatives), for faster code.
+
+:func:`im2col` splits a contraction with a windowed read,
+``z[f, I] = b[f] + sum_R W[f, R] x[g(I, R)]``, into a copy of the windows and a
+plain matrix product::
+
+    cols[R, I] = x[g(I, R)]                       (the windows, 0 in the padding)
+    z[f, I]    = b[f] + sum_R W[f, R] cols[R, I]  (a gemm: W (F, |R|) @ cols (|R|, |I| batch))
+
+The engine derives the backward of the rewritten kind like any other: the
+product's rules are the gemms ``dW = dz cols^T`` and ``dcols = W^T dz``, and the
+copy's rule ``dx[g(I, R)] += dcols[R, I]`` is col2im, the scatter that is exact
+for every stride, padding and dilation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy as sp
+
+from ..layers.ir import LayerKind, Statement, TensorDef
+from .adjoint import value_reads
+
+#: The name of the windows tensor im2col introduces.
+COLS = "cols"
+
+
+@functools.lru_cache(maxsize=64)
+def im2col(kind: LayerKind) -> LayerKind | None:
+    """The kind with its windowed contraction split into a copy and a product,
+    or None when its statements are not of that form (see the module docstring)."""
+    if len(kind.forward) != 1:
+        return None
+    (st,) = kind.forward
+    roles = {t.name: t.role for t in kind.tensors}
+    reads = value_reads(st.body)
+    if st.op != "sum" or not st.reduce or len(reads) != 2:
+        return None
+    if st.body != sp.Mul(*reads):
+        return None
+    params = [r for r in reads if roles[str(r.base.label)] == "param"]
+    inputs = [r for r in reads if roles[str(r.base.label)] == "input"]
+    if len(params) != 1 or len(inputs) != 1:
+        return None
+    (weight,), (window,) = params, inputs
+    if all(isinstance(i, sp.Symbol) for i in window.indices):
+        return None  # not a window (dense): already a matrix product
+    reduced = [s for s, _ in st.reduce]
+    # the weight is indexed by the output's first index and the reduction indices
+    if list(weight.indices) != [st.index[0], *reduced]:
+        return None
+    extents = dict(zip(st.index, kind.tensor(st.target).shape, strict=True))
+    extents.update(st.reduce)
+    kept = [s for s in st.index if window.has(s)]
+    if st.index[0] in kept:
+        return None
+    cols_index = (*reduced, *kept)
+    cols = TensorDef(COLS, "work", tuple(extents[s] for s in cols_index))
+    cols_read = sp.IndexedBase(COLS)[cols_index]
+    copy = Statement(COLS, cols_index, window, outside=st.outside)
+    product = Statement(
+        st.target,
+        st.index,
+        weight * cols_read,
+        init=st.init,
+        reduce=st.reduce,
+        op="sum",
+    )
+    return LayerKind(
+        name=f"{kind.name}_im2col",
+        doc=f"{kind.name} as im2col + a matrix product",
+        params=kind.params,
+        input=kind.input,
+        rank=kind.rank,
+        bind=kind.bind,
+        sizes=kind.sizes,
+        tensors=(*kind.tensors, cols),
+        forward=(copy, product),
+        output=kind.output,
+        output_shape=kind.output_shape,
+        activation=kind.activation,
+        fan_in=kind.fan_in,
+        fan_out=kind.fan_out,
+        torch=kind.torch,
+        checks=kind.checks,
+    )
