@@ -929,7 +929,7 @@ def fit(
     grads = [_kernel_view(g) for g in _flat_views(grad)]
     work = _train_buffers(min(batch_size, n))
     if X_val is not None:
-        XT_val, YT_val = _feature_major(X_val), Y_val.T
+        X_val_kernel = _kernel_input(X_val)
         val_work = _buffers(X_val.shape[0])
     # train a flat copy of the parameters (one optimizer loop over all of them);
     # params receive it after every call

@@ -801,7 +801,7 @@ def _backward_lines(
                 lines.append(f"delta{plan.info.index} = delta{below.info.index}")
     written: set[str] = set()
     for plan in reversed(plans):
-        info, kind = plan.info, plan.kind
+        kind = plan.kind
         if kind.view:
             continue
         for rule in plan.kd.rules:

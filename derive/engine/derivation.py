@@ -33,7 +33,6 @@ from ..ops import Activation, Loss
 from ..spec import Spec
 from .adjoint import AdjointRule, GatherRule, check_gather, derive_rules, gather
 from .notation import latex, text
-from .transforms import im2col
 from .simplify import (
     DERIVATIVE_STRATEGY,
     LOSS_VALUE_STRATEGY,
@@ -42,6 +41,7 @@ from .simplify import (
     introduce_sigmoid,
     introduce_softplus,
 )
+from .transforms import im2col
 
 # The scalar symbols every elementwise formula is written in.
 Z = sp.Symbol("z", real=True)
