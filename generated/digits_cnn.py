@@ -455,15 +455,15 @@ def _gradients(
         for i in range(rows, cols):
             delta4[j, i] = 0.0
     delta3 = delta2
-    # grad_W4[j, k] += delta4[j]*a3[k]   (over j, k, summed over the batch)
+    # grad_W4[j, k] = delta4[j]*a3[k]   (summed over the batch)
     _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 128, 10, cols, _ONE.ctypes, a3.ctypes, cols, delta4.ctypes, cols, _ZERO.ctypes, grad_W4.ctypes, 128)  # fmt: skip
-    # delta3[k] += W4[j, k]*delta4[j]   (over j, k)
+    # delta3[k] = sum_j W4[j, k]*delta4[j]
     _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 128, 10, _ONE.ctypes, delta4.ctypes, cols, W4.ctypes, 128, _ZERO.ctypes, delta3.ctypes, cols)  # fmt: skip
     # delta1 = 0 (the scatter below adds into it)
     for q in range(512):
         for i in range(cols):
             delta1[q, i] = 0.0
-    # delta1[c, 2*i + (argmax2[c, i, j]) // 2, 2*j + (argmax2[c, i, j]) % 2] += delta2[c, i, j]   (over c, i, j)
+    # delta1[c, 2*i + (argmax2[c, i, j]) // 2, 2*j + (argmax2[c, i, j]) % 2] += delta2[c, i, j]   (scattered over c, i, j)
     for c in range(8):
         for i in range(4):
             for j in range(4):
@@ -489,7 +489,7 @@ def _gradients(
                 delta1[f * 64 + q, s] = delta
                 bias_grad += delta
         grad_b1[f] = bias_grad
-    # grad_W1[f, c, m, n] += delta1[f, i, j]*cols1[c, m, n, i, j]   (over f, i, j, c, m, n, summed over the batch)
+    # grad_W1[f, c, m, n] = sum_{i, j} delta1[f, i, j]*cols1[c, m, n, i, j]   (summed over the batch)
     _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 9, 8, 64 * cols, _ONE.ctypes, cols1.ctypes, 64 * cols, delta1.ctypes, 64 * cols, _ZERO.ctypes, grad_W1.ctypes, 9)  # fmt: skip
     return total
 
@@ -680,15 +680,15 @@ def _train(
                 for i in range(rows, cols):
                     delta4[j, i] = 0.0
             delta3 = delta2
-            # grad_W4[j, k] += delta4[j]*a3[k]   (over j, k, summed over the batch)
+            # grad_W4[j, k] = delta4[j]*a3[k]   (summed over the batch)
             _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 128, 10, cols, _ONE.ctypes, a3.ctypes, cols, delta4.ctypes, cols, _ZERO.ctypes, grad_W4.ctypes, 128)  # fmt: skip
-            # delta3[k] += W4[j, k]*delta4[j]   (over j, k)
+            # delta3[k] = sum_j W4[j, k]*delta4[j]
             _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 128, 10, _ONE.ctypes, delta4.ctypes, cols, W4.ctypes, 128, _ZERO.ctypes, delta3.ctypes, cols)  # fmt: skip
             # delta1 = 0 (the scatter below adds into it)
             for q in range(512):
                 for i in range(cols):
                     delta1[q, i] = 0.0
-            # delta1[c, 2*i + (argmax2[c, i, j]) // 2, 2*j + (argmax2[c, i, j]) % 2] += delta2[c, i, j]   (over c, i, j)
+            # delta1[c, 2*i + (argmax2[c, i, j]) // 2, 2*j + (argmax2[c, i, j]) % 2] += delta2[c, i, j]   (scattered over c, i, j)
             for c in range(8):
                 for i in range(4):
                     for j in range(4):
@@ -714,7 +714,7 @@ def _train(
                         delta1[f * 64 + q, s] = delta
                         bias_grad += delta
                 grad_b1[f] = bias_grad
-            # grad_W1[f, c, m, n] += delta1[f, i, j]*cols1[c, m, n, i, j]   (over f, i, j, c, m, n, summed over the batch)
+            # grad_W1[f, c, m, n] = sum_{i, j} delta1[f, i, j]*cols1[c, m, n, i, j]   (summed over the batch)
             _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 9, 8, 64 * cols, _ONE.ctypes, cols1.ctypes, 64 * cols, delta1.ctypes, 64 * cols, _ZERO.ctypes, grad_W1.ctypes, 9)  # fmt: skip
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients

@@ -347,14 +347,14 @@ def _gradients(
         # columns past the batch's rows (a padded last batch) add nothing to the gradients
         for i in range(rows, cols):
             delta2[j, i] = 0.0
-    # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+    # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
     for j in range(10):
         for k in range(32):
             acc = np.float32(0.0)
             for i in range(cols):
                 acc += a1[k, i] * delta2[j, i]
             grad_W2[j, k] = acc
-    # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+    # delta1[k] = sum_j W2[j, k]*delta2[j]
     for k in range(32):
         for i in range(cols):
             acc = np.float32(0.0)
@@ -372,7 +372,7 @@ def _gradients(
             delta1[j, i] = delta
             bias_grad += delta
         grad_b1[j] = bias_grad
-    # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+    # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
     _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, 64, 32, cols, _ONE.ctypes, XT.ctypes, 64, delta1.ctypes, cols, _ZERO.ctypes, grad_W1.ctypes, 64)  # fmt: skip
     return total
 
@@ -528,14 +528,14 @@ def _train(
                 # columns past the batch's rows (a padded last batch) add nothing to the gradients
                 for i in range(rows, cols):
                     delta2[j, i] = 0.0
-            # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+            # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
             for j in range(10):
                 for k in range(32):
                     acc = np.float32(0.0)
                     for i in range(cols):
                         acc += a1[k, i] * delta2[j, i]
                     grad_W2[j, k] = acc
-            # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+            # delta1[k] = sum_j W2[j, k]*delta2[j]
             for k in range(32):
                 for i in range(cols):
                     acc = np.float32(0.0)
@@ -553,7 +553,7 @@ def _train(
                     delta1[j, i] = delta
                     bias_grad += delta
                 grad_b1[j] = bias_grad
-            # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+            # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
             _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, 64, 32, cols, _ONE.ctypes, XT.ctypes, 64, delta1.ctypes, cols, _ZERO.ctypes, grad_W1.ctypes, 64)  # fmt: skip
             if clip_norm > 0.0:
                 # torch.nn.utils.clip_grad_norm_: one global L2 norm over all gradients

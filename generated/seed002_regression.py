@@ -352,14 +352,14 @@ def _gradients(
         # columns past the batch's rows (a padded last batch) add nothing to the gradients
         for i in range(rows, cols):
             delta3[j, i] = 0.0
-    # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
+    # grad_W3[j, k] = delta3[j]*a2[k]   (summed over the batch)
     for j in range(1):
         for k in range(2):
             acc = np.float64(0.0)
             for i in range(cols):
                 acc += a2[k, i] * delta3[j, i]
             grad_W3[j, k] = acc
-    # delta2[k] += W3[j, k]*delta3[j]   (over j, k)
+    # delta2[k] = sum_j W3[j, k]*delta3[j]
     for k in range(2):
         for i in range(cols):
             acc = np.float64(0.0)
@@ -377,14 +377,14 @@ def _gradients(
             delta2[j, i] = delta
             bias_grad += delta
         grad_b2[j] = bias_grad
-    # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+    # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
     for j in range(2):
         for k in range(3):
             acc = np.float64(0.0)
             for i in range(cols):
                 acc += a1[k, i] * delta2[j, i]
             grad_W2[j, k] = acc
-    # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+    # delta1[k] = sum_j W2[j, k]*delta2[j]
     for k in range(3):
         for i in range(cols):
             acc = np.float64(0.0)
@@ -402,7 +402,7 @@ def _gradients(
             delta1[j, i] = delta
             bias_grad += delta
         grad_b1[j] = bias_grad
-    # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+    # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
     for j in range(3):
         for k in range(2):
             acc = np.float64(0.0)
@@ -569,14 +569,14 @@ def _train(
                 # columns past the batch's rows (a padded last batch) add nothing to the gradients
                 for i in range(rows, cols):
                     delta3[j, i] = 0.0
-            # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
+            # grad_W3[j, k] = delta3[j]*a2[k]   (summed over the batch)
             for j in range(1):
                 for k in range(2):
                     acc = np.float64(0.0)
                     for i in range(cols):
                         acc += a2[k, i] * delta3[j, i]
                     grad_W3[j, k] = acc
-            # delta2[k] += W3[j, k]*delta3[j]   (over j, k)
+            # delta2[k] = sum_j W3[j, k]*delta3[j]
             for k in range(2):
                 for i in range(cols):
                     acc = np.float64(0.0)
@@ -594,14 +594,14 @@ def _train(
                     delta2[j, i] = delta
                     bias_grad += delta
                 grad_b2[j] = bias_grad
-            # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+            # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
             for j in range(2):
                 for k in range(3):
                     acc = np.float64(0.0)
                     for i in range(cols):
                         acc += a1[k, i] * delta2[j, i]
                     grad_W2[j, k] = acc
-            # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+            # delta1[k] = sum_j W2[j, k]*delta2[j]
             for k in range(3):
                 for i in range(cols):
                     acc = np.float64(0.0)
@@ -619,7 +619,7 @@ def _train(
                     delta1[j, i] = delta
                     bias_grad += delta
                 grad_b1[j] = bias_grad
-            # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+            # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
             for j in range(3):
                 for k in range(2):
                     acc = np.float64(0.0)

@@ -410,14 +410,14 @@ def _gradients(
         # columns past the batch's rows (a padded last batch) add nothing to the gradients
         for i in range(rows, cols):
             delta3[j, i] = 0.0
-    # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
+    # grad_W3[j, k] = delta3[j]*a2[k]   (summed over the batch)
     for j in range(3):
         for k in range(16):
             acc = np.float32(0.0)
             for i in range(cols):
                 acc += a2[k, i] * delta3[j, i]
             grad_W3[j, k] = acc
-    # delta2[k] += W3[j, k]*delta3[j]   (over j, k)
+    # delta2[k] = sum_j W3[j, k]*delta3[j]
     for k in range(16):
         for i in range(cols):
             acc = np.float32(0.0)
@@ -440,9 +440,9 @@ def _gradients(
             delta2[j, i] = delta
             bias_grad += delta
         grad_b2[j] = bias_grad
-    # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+    # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
     _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 32, 16, cols, _ONE.ctypes, a1.ctypes, cols, delta2.ctypes, cols, _ZERO.ctypes, grad_W2.ctypes, 32)  # fmt: skip
-    # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+    # delta1[k] = sum_j W2[j, k]*delta2[j]
     _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 32, 16, _ONE.ctypes, delta2.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, delta1.ctypes, cols)  # fmt: skip
     # delta1 = da1 * f'(z1), f' = (1 if a > 0 else 0)
     # grad_b1[j] = sum of delta1 over the rest, in the same pass
@@ -455,7 +455,7 @@ def _gradients(
             delta1[j, i] = delta
             bias_grad += delta
         grad_b1[j] = bias_grad
-    # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+    # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
     for j in range(32):
         for k in range(4):
             acc = np.float32(0.0)
@@ -636,14 +636,14 @@ def _train(
                 # columns past the batch's rows (a padded last batch) add nothing to the gradients
                 for i in range(rows, cols):
                     delta3[j, i] = 0.0
-            # grad_W3[j, k] += delta3[j]*a2[k]   (over j, k, summed over the batch)
+            # grad_W3[j, k] = delta3[j]*a2[k]   (summed over the batch)
             for j in range(3):
                 for k in range(16):
                     acc = np.float32(0.0)
                     for i in range(cols):
                         acc += a2[k, i] * delta3[j, i]
                     grad_W3[j, k] = acc
-            # delta2[k] += W3[j, k]*delta3[j]   (over j, k)
+            # delta2[k] = sum_j W3[j, k]*delta3[j]
             for k in range(16):
                 for i in range(cols):
                     acc = np.float32(0.0)
@@ -666,9 +666,9 @@ def _train(
                     delta2[j, i] = delta
                     bias_grad += delta
                 grad_b2[j] = bias_grad
-            # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+            # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
             _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 32, 16, cols, _ONE.ctypes, a1.ctypes, cols, delta2.ctypes, cols, _ZERO.ctypes, grad_W2.ctypes, 32)  # fmt: skip
-            # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+            # delta1[k] = sum_j W2[j, k]*delta2[j]
             _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 32, 16, _ONE.ctypes, delta2.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, delta1.ctypes, cols)  # fmt: skip
             # delta1 = da1 * f'(z1), f' = (1 if a > 0 else 0)
             # grad_b1[j] = sum of delta1 over the rest, in the same pass
@@ -681,7 +681,7 @@ def _train(
                     delta1[j, i] = delta
                     bias_grad += delta
                 grad_b1[j] = bias_grad
-            # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+            # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
             for j in range(32):
                 for k in range(4):
                     acc = np.float32(0.0)

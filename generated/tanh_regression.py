@@ -292,14 +292,14 @@ def _gradients(
         # columns past the batch's rows (a padded last batch) add nothing to the gradients
         for i in range(rows, cols):
             delta2[j, i] = 0.0
-    # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+    # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
     for j in range(1):
         for k in range(16):
             acc = np.float64(0.0)
             for i in range(cols):
                 acc += a1[k, i] * delta2[j, i]
             grad_W2[j, k] = acc
-    # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+    # delta1[k] = sum_j W2[j, k]*delta2[j]
     for k in range(16):
         for i in range(cols):
             acc = np.float64(0.0)
@@ -317,7 +317,7 @@ def _gradients(
             delta1[j, i] = delta
             bias_grad += delta
         grad_b1[j] = bias_grad
-    # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+    # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
     for j in range(16):
         for k in range(1):
             acc = np.float64(0.0)
@@ -465,14 +465,14 @@ def _train(
                 # columns past the batch's rows (a padded last batch) add nothing to the gradients
                 for i in range(rows, cols):
                     delta2[j, i] = 0.0
-            # grad_W2[j, k] += delta2[j]*a1[k]   (over j, k, summed over the batch)
+            # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
             for j in range(1):
                 for k in range(16):
                     acc = np.float64(0.0)
                     for i in range(cols):
                         acc += a1[k, i] * delta2[j, i]
                     grad_W2[j, k] = acc
-            # delta1[k] += W2[j, k]*delta2[j]   (over j, k)
+            # delta1[k] = sum_j W2[j, k]*delta2[j]
             for k in range(16):
                 for i in range(cols):
                     acc = np.float64(0.0)
@@ -490,7 +490,7 @@ def _train(
                     delta1[j, i] = delta
                     bias_grad += delta
                 grad_b1[j] = bias_grad
-            # grad_W1[j, k] += XT[k]*delta1[j]   (over j, k, summed over the batch)
+            # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
             for j in range(16):
                 for k in range(1):
                     acc = np.float64(0.0)

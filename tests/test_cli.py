@@ -364,3 +364,40 @@ def test_demo_trains_and_draws(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "--out-dir", str(out_dir), "--quiet")
     assert code == 2 and "was not written by `derive demo`" in err
     assert pictures[0].read_bytes() == b"my picture"
+
+
+def test_cnn_fit_predict_and_explain_from_a_csv_of_pixels(tmp_path, capsys):
+    """digits_cnn.toml takes CSV rows of 64 pixels (C order) and a label column."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, (40, 64))
+    labels = rng.integers(0, 10, 40)
+    header = ",".join(f"p{i}" for i in range(64)) + ",digit"
+    rows = [
+        ",".join(f"{v:.4f}" for v in x) + f",{c}"
+        for x, c in zip(X, labels, strict=True)
+    ]
+    data = tmp_path / "pixels.csv"
+    data.write_text(header + "\n" + "\n".join(rows) + "\n")
+    spec = str(ROOT / "examples" / "digits_cnn.toml")
+    model = tmp_path / "cnn.npz"
+    code, out, err = run(capsys, "fit", spec, "--data", str(data), "--epochs", "2",
+                         "--out", str(model), "--quiet")  # fmt: skip
+    assert code == 0, err
+    assert "2 epochs" in out and model.is_file()
+    code, out, err = run(capsys, "predict", str(model), "--data", str(data))
+    assert code == 0 and out.startswith("prediction,p_0,") and "accuracy" in err
+    code, out, _ = run(capsys, "explain", spec, "--weights", str(model), "--data",
+                       str(data), "--sample", "3")  # fmt: skip
+    assert code == 0 and "Layer 1: conv2d, relu, 1x8x8 -> 8x8x8" in out
+    assert (
+        "grad_W1[f, c, m, n] = sum_{i, j} delta1[f, i, j]*a0[c, i + m - 1, j + n - 1]"
+        in out
+    )
+    bad = tmp_path / "short.csv"
+    bad.write_text("a,b,digit\n1,2,3\n")
+    code, _, err = run(capsys, "fit", spec, "--data", str(bad), "--quiet", "--force",
+                       "--out", str(model))  # fmt: skip
+    assert code == 2 and "input = [1, 8, 8] (64 values per row" in err
+    assert "Traceback" not in err

@@ -269,3 +269,36 @@ def test_a_label_column_that_is_not_last_gets_a_hint(tmp_path):
     path = write(tmp_path, "species,a,b\nsetosa,1,2\n")
     with pytest.raises(DataError, match="if 'species' holds the labels, pass --target"):
         load_table(path, n_inputs=2, labels=True)
+
+
+# ------------------------------------------------------------ images and signals
+
+
+def test_csv_rows_of_an_image_spec_are_flattened_pixels(tmp_path):
+    header = ",".join(f"p{i}" for i in range(8)) + ",label"
+    rows = [",".join(str(v) for v in range(8)) + ",1", ",".join("0" * 8) + ",0"]
+    path = write(tmp_path, header + "\n" + "\n".join(rows) + "\n")
+    table = load_table(path, n_inputs=8, labels=True, input_shape=(2, 2, 2))
+    assert table.X.shape == (2, 8) and table.y.tolist() == [1, 0]
+    bad = write(tmp_path, "a,b,c,label\n1,2,3,0\n", "bad.csv")
+    with pytest.raises(DataError, match=r"input = \[2, 2, 2\] \(8 values per row"):
+        load_table(bad, n_inputs=8, labels=True, input_shape=(2, 2, 2))
+
+
+def test_npz_images_in_their_shape_or_as_rows(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=float).reshape(2, 1, 3, 4)
+    path = tmp_path / "images.npz"
+    np.savez(path, X=images, y=np.array([0, 1]))
+    table = load_table(path, n_inputs=12, labels=True, input_shape=(1, 3, 4))
+    np.testing.assert_array_equal(table.X, images.reshape(2, 12))
+    np.savez(path, X=images.reshape(2, 12), y=np.array([0, 1]))
+    rows = load_table(path, n_inputs=12, labels=True, input_shape=(1, 3, 4))
+    np.testing.assert_array_equal(rows.X, table.X)
+    np.savez(path, X=images.reshape(2, 1, 4, 3), y=np.array([0, 1]))
+    with pytest.raises(
+        DataError, match=r"samples of shape \(1, 4, 3\).*\(n, 1, 3, 4\)"
+    ):
+        load_table(path, n_inputs=12, labels=True, input_shape=(1, 3, 4))
+    np.savez(path, X=images.reshape(2, 6, 2), y=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"X has shape \(2, 6, 2\); give a 2-D array"):
+        load_table(path, n_inputs=12, labels=True, input_shape=(1, 3, 4))

@@ -72,3 +72,17 @@ def test_dense_numbers_are_unchanged(name):
     history_new = new.fit(p_new, X, Y, epochs=5, batch_size=8, shuffle=True, seed=4)
     assert _relative(p_old, p_new) <= 1e-12
     assert _relative([history_old["loss"]], [history_new["loss"]]) <= 1e-12
+
+
+def test_a_model_saved_by_0_2_0_loads_and_predicts_the_same():
+    """tests/dense_reference/two_circles_v0_2_0.npz was written by derive 0.2.0's
+    Network.save after 3 epochs, with its outputs on 60 points beside it."""
+    from derive.datasets import two_circles
+
+    network = derive.Network.load(REFERENCE / "two_circles_v0_2_0.npz")
+    assert network.epochs_done == 3 and len(network.history_["loss"]) == 3
+    X, y = two_circles()
+    expected = np.load(REFERENCE / "two_circles_v0_2_0_outputs.npy")
+    np.testing.assert_allclose(network.outputs(X[200:260]), expected, rtol=1e-12)
+    network.fit(X[:200], y[:200], epochs=1)  # the optimizer state resumes
+    assert network.epochs_done == 4

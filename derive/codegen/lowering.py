@@ -26,7 +26,14 @@ import sympy as sp
 from .._version import __version__
 from ..engine.adjoint import AdjointRule, statement_guards
 from ..engine.derivation import Derivation, KindDerivation, LayerInfo, Z
-from ..engine.notation import layer_names, rename, statement_text
+from ..engine.notation import (
+    bound_gather,
+    gather_text,
+    layer_names,
+    rename,
+    statement_text,
+)
+from ..engine.notation import text as notation_text
 from ..layers.ir import LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .loops import Guard, Nest, print_nest
@@ -486,9 +493,7 @@ def _softmax_pass(plan: _Layer, pending_bias: str | None) -> list[str]:
 
 
 def _softmax_text(expr: sp.Expr) -> str:
-    from ..engine.notation import text
-
-    return text(expr, subscripts=True)
+    return notation_text(expr, subscripts=True)
 
 
 def _derivative_pass(plan: _Layer, dtype: str, bias: str | None) -> list[str]:
@@ -850,25 +855,27 @@ def _delta_shape(plans: Sequence[_Layer], name: str) -> tuple[int, ...]:
 
 
 def _rule_comment(rule: AdjointRule, plan: _Layer, target: str) -> str:
-    from ..engine.notation import text
-
+    """The rule as its loops compute it: the gather form (a sum per target
+    element) when the target index is plain, else the scatter form (the derived
+    accumulation, over the forward's loops)."""
+    names = {**plan.names, f"d{rule.target}": target}
+    param = plan.kind.tensor(rule.target).role == "param"
+    if all(isinstance(i, sp.Symbol) for i in rule.target_index):
+        form = plan.kd.gathers[plan.kd.rules.index(rule)]
+        text = gather_text(bound_gather(form, plan.info), names)
+        return text + ("   (summed over the batch)" if param else "")
     index = [_bind(i, plan) for i in rule.target_index]
-    value = rename(sp.sympify(rule.value).xreplace(dict(plan.info.binding)), plan.names)
+    value = rename(sp.sympify(rule.value).xreplace(dict(plan.info.binding)), names)
     loops = ", ".join(str(s) for s, _ in rule.loops)
-    head = text(sp.IndexedBase(target)[tuple(index)]) if index else target
-    batch = "" if kind_has_batch(plan, rule) else ", summed over the batch"
-    return f"{head} += {text(value)}   (over {loops}{batch})"
+    head = notation_text(sp.IndexedBase(target)[tuple(index)])
+    return f"{head} += {notation_text(value)}   (scattered over {loops})"
 
 
-def kind_has_batch(plan: _Layer, rule: AdjointRule) -> bool:
-    return plan.kind.tensor(rule.target).role != "param"
-
-
-def _gather_lines(d: Derivation, input_rows: bool) -> list[str]:
+def _gather_lines(d: Derivation) -> list[str]:
+    """_train: a batch's rows of X_all and Y_all into columns of XT and YT."""
     n_in, n_out = d.spec.n_inputs, d.layers[-1].n_out
     target = "XT"
-    lines: list[str] = []
-    lines += [
+    lines = [
         "# gather the batch's rows with loops (slice assignment compiles slowly);",
         "# sample r becomes column r of XT and YT",
         "for r in range(rows):",
@@ -996,7 +1003,7 @@ def lower(derivation: Derivation) -> CodeModel:
         forward_code="\n".join(forward),
         loss_code="\n".join(loss),
         backward_code="\n".join(backward),
-        gather_code="\n".join(_gather_lines(d, input_rows)),
+        gather_code="\n".join(_gather_lines(d)),
         helpers=tuple(helper_source(h) for h in helpers),
         blas=blas_source() if uses_gemm else "",
         runtime=runtime_source(),
