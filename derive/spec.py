@@ -104,18 +104,8 @@ class Layer:
 
     @property
     def label(self) -> str:
-        """Short text, e.g. ``conv2d(filters=8, kernel=3x3)``, for summaries."""
-        if self.kind == DEFAULT_KIND:
-            return f"dense({self.units})"
-        kind = LAYER_KINDS[self.kind]
-        parts = []
-        for param in kind.params:
-            value = self.get(param.name)
-            shown = (
-                "x".join(str(v) for v in value) if isinstance(value, tuple) else value
-            )
-            parts.append(f"{param.name}={shown}")
-        return f"{self.kind}({', '.join(parts)})"
+        """Short text, e.g. ``conv2d(filters=8, kernel=3x3, ...)``, for summaries."""
+        return LAYER_KINDS[self.kind].label(dict(self.attrs))
 
 
 @dataclass(frozen=True)

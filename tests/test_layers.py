@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import derive
-from derive.engine.adjoint import GatherRule, check_gather, derive_rules, gather
+from derive.engine.adjoint import GatherRule, derive_rules, gather
+from derive.engine.interpret import check_gather
 from derive.errors import SpecError
 from derive.layers import LAYER_KINDS
 from derive.spec import spec_from_dict

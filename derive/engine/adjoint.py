@@ -13,7 +13,8 @@ textbook form ``dX[u] = sum ... [guards] ...`` by eliminating one loop index per
 index equation: a unit coefficient substitutes; a coefficient ``a`` substitutes
 with the guard ``(u - rest) % a == 0`` (never ``Sum.doit()``, which is unsound for
 non-unit coefficients); an index that goes through an integer tensor stays an
-Iverson bracket. :func:`check_gather` compares both forms numerically.
+Iverson bracket. :func:`derive.engine.interpret.check_gather` compares both
+forms numerically.
 
 Reads outside a tensor's range are 0 (padding). A point where a read is out of
 range is skipped; that is exact only when the expression vanishes with that read
@@ -23,12 +24,9 @@ at 0, which the engine checks (else :class:`~derive.errors.DerivationError`).
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import sympy as sp
 
 from ..errors import DerivationError
@@ -331,107 +329,3 @@ def _simplify_conditions(
             continue
         kept[condition] = None
     return tuple(kept)
-
-
-# ------------------------------------------------------------ numeric checks
-
-
-def _evaluator(
-    expr: sp.Expr, variables: Sequence[sp.Symbol], arrays: Mapping[str, np.ndarray]
-) -> Callable[..., Any]:
-    """``expr`` as a Python function of ``variables`` reading ``arrays`` (reads
-    outside an array give 0; integer division and modulo as Python's)."""
-    functions: dict[str, Callable[..., float]] = {}
-
-    def reader(array: np.ndarray) -> Callable[..., float]:
-        def read(*index: Any) -> float:
-            idx = tuple(int(round(i)) for i in index)
-            if any(not 0 <= i < n for i, n in zip(idx, array.shape, strict=True)):
-                return 0.0
-            return array[idx].item()
-
-        return read
-
-    def rewrite(node: sp.Basic) -> sp.Basic:
-        if isinstance(node, sp.Indexed):
-            name = f"read_{node.base.label}"
-            functions[name] = reader(arrays[str(node.base.label)])
-            return sp.Function(name)(*(rewrite(i) for i in node.indices))
-        if not node.args or isinstance(node, sp.Symbol):
-            return node
-        return node.func(*(rewrite(a) for a in node.args))
-
-    rewritten = rewrite(sp.sympify(expr))
-    return sp.lambdify(list(variables), rewritten, modules=[functions, "math"])
-
-
-def _ranges(loops: Sequence[Loop], binding: Mapping[sp.Symbol, int]) -> list[range]:
-    return [range(int(sp.sympify(extent).xreplace(binding))) for _, extent in loops]
-
-
-def check_gather(
-    rules: Sequence[AdjointRule],
-    form: GatherRule,
-    kind: LayerKind,
-    binding: Mapping[sp.Symbol, int],
-    seed: int = 0,
-) -> float:
-    """The largest difference between the scatter ``rules`` (same target) and
-    their gather ``form`` on random tensors of the shapes ``binding`` gives.
-
-    Integer tensors get random in-range values; every read outside its tensor
-    is 0 in both forms.
-    """
-    rng = np.random.default_rng(seed)
-    concrete = {s: int(v) for s, v in binding.items()}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for tensor in kind.tensors:
-        shapes[tensor.name] = tuple(
-            int(sp.sympify(e).xreplace(concrete)) for e in tensor.shape
-        )
-    arrays: dict[str, np.ndarray] = {}
-    for tensor in kind.tensors:
-        if tensor.role == "index":
-            statement = next(s for s in kind.forward if s.target == tensor.name)
-            size = int(np.prod([e for e in _extents(statement.reduce, concrete)]))
-            arrays[tensor.name] = rng.integers(0, size, shapes[tensor.name])
-        else:
-            arrays[tensor.name] = rng.normal(size=shapes[tensor.name])
-    for rule in rules:
-        arrays[f"d{rule.seed}"] = rng.normal(size=shapes[rule.seed])
-    target_shape = shapes[form.target]
-    scatter = np.zeros(target_shape)
-    for rule in rules:
-        variables = [s for s, _ in rule.loops]
-        value = _evaluator(rule.value.xreplace(concrete), variables, arrays)
-        index = [
-            _evaluator(sp.sympify(e).xreplace(concrete), variables, arrays)
-            for e in rule.target_index
-        ]
-        guards = [
-            _evaluator(g.condition().xreplace(concrete), variables, arrays)
-            for g in rule.guards
-        ]
-        for point in itertools.product(*_ranges(rule.loops, concrete)):
-            if all(g(*point) for g in guards):
-                at = tuple(int(round(f(*point))) for f in index)
-                scatter[at] += value(*point)
-    gathered = np.zeros(target_shape)
-    variables = [*form.target_index, *(s for s, _ in form.sums)]
-    value = _evaluator(form.value.xreplace(concrete), variables, arrays)
-    conditions = [
-        _evaluator(c.xreplace(concrete), variables, arrays) for c in form.conditions
-    ]
-    sums = _ranges(form.sums, concrete)
-    for at in itertools.product(*(range(n) for n in target_shape)):
-        total = 0.0
-        for point in itertools.product(*sums):
-            args = (*at, *point)
-            if all(c(*args) for c in conditions):
-                total += value(*args)
-        gathered[at] = total
-    return float(np.max(np.abs(scatter - gathered), initial=0.0))
-
-
-def _extents(loops: Sequence[Loop], binding: Mapping[sp.Symbol, int]) -> list[int]:
-    return [int(sp.sympify(e).xreplace(binding)) for _, e in loops]

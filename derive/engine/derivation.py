@@ -31,7 +31,8 @@ from ..errors import DerivationError
 from ..layers import LAYER_KINDS, LayerKind
 from ..ops import Activation, Loss
 from ..spec import Spec
-from .adjoint import AdjointRule, GatherRule, check_gather, derive_rules, gather
+from .adjoint import AdjointRule, GatherRule, derive_rules, gather
+from .interpret import check_gather
 from .notation import latex, text
 from .simplify import (
     DERIVATIVE_STRATEGY,

@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from ..layers.ir import LayerKind, Statement
-from .adjoint import AdjointRule, statement_guards
+from .adjoint import AdjointRule, GatherRule, statement_guards
 
 
 def _points(
@@ -184,3 +184,49 @@ def run_rules(
             keep &= (i >= 0) & (i < n)
         np.add.at(target, tuple(i[keep] for i in index), value[keep])
     return out
+
+
+def check_gather(
+    rules: Sequence[AdjointRule],
+    form: GatherRule,
+    kind: LayerKind,
+    binding: Mapping[sp.Symbol, int],
+    seed: int = 0,
+) -> float:
+    """The largest difference between the scatter ``rules`` (one target) and
+    their gather ``form`` on random tensors of the shapes ``binding`` gives.
+
+    Integer tensors get random in-range values; every read outside its tensor
+    is 0 in both forms.
+    """
+    rng = np.random.default_rng(seed)
+    concrete = {s: int(v) for s, v in binding.items()}
+    shapes = {
+        t.name: tuple(int(_bind(e, concrete)) for e in t.shape) for t in kind.tensors
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in kind.tensors:
+        if tensor.role == "index":
+            statement = next(s for s in kind.forward if s.target == tensor.name)
+            size = math.prod(int(_bind(e, concrete)) for _, e in statement.reduce)
+            arrays[tensor.name] = rng.integers(0, size, shapes[tensor.name])
+        else:
+            arrays[tensor.name] = rng.normal(size=shapes[tensor.name])
+    for rule in rules:
+        arrays[f"d{rule.seed}"] = rng.normal(size=shapes[rule.seed])
+    scatter = run_rules(kind, rules, concrete, arrays)[f"d{form.target}"]
+    target_shape = shapes[form.target]
+    sums = [(s, int(_bind(e, concrete))) for s, e in form.sums]
+    points = _points([*zip(form.target_index, target_shape, strict=True), *sums])
+    values = _evaluate(_bind(form.value, concrete), points, arrays)
+    size = len(values)
+    keep = np.ones(size, dtype=bool)
+    variables = list(points)
+    for condition in form.conditions:
+        holds = _function(_bind(condition, concrete), variables, arrays)(
+            *points.values()
+        )
+        keep &= np.broadcast_to(np.asarray(holds, dtype=bool), (size,))
+    per_point = math.prod(n for _, n in sums)
+    gathered = np.where(keep, values, 0.0).reshape(-1, per_point).sum(axis=1)
+    return float(np.max(np.abs(scatter.reshape(-1) - gathered), initial=0.0))

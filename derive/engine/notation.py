@@ -81,7 +81,22 @@ def rename(expr: sp.Expr, names: Mapping[str, str]) -> sp.Expr:
 # ------------------------------------------------------------------- printers
 
 
-class _IndexText(StrPrinter):
+class _IntegerText:
+    """Integer arithmetic of indices: ``(a) // k`` and ``(a) % k``."""
+
+    def _print_Mod(self, expr: sp.Expr) -> str:
+        a, b = expr.args
+        return f"({self._print(a)}) % {self._print(b)}"  # type: ignore[attr-defined]
+
+    def _print_floor(self, expr: sp.Expr) -> str:
+        numerator, denominator = sp.fraction(sp.together(expr.args[0]))
+        show = self._print  # type: ignore[attr-defined]
+        if denominator != 1:
+            return f"({show(numerator)}) // {show(denominator)}"
+        return f"floor({show(expr.args[0])})"  # pragma: no cover
+
+
+class _IndexText(_IntegerText, StrPrinter):
     """Plain text: reads as ``W1[j, k]``, Piecewise as Python-style conditionals,
     the stable helpers by name; products keep SymPy's ``*``."""
 
@@ -116,34 +131,14 @@ class _IndexText(StrPrinter):
             return "*".join(self._print(f) for f in _reading_order(expr.args))
         return super()._print_Mul(expr)
 
-    def _print_Mod(self, expr: sp.Expr) -> str:
-        a, b = expr.args
-        return f"({self._print(a)}) % {self._print(b)}"
 
-    def _print_floor(self, expr: sp.Expr) -> str:
-        numerator, denominator = sp.fraction(sp.together(expr.args[0]))
-        if denominator != 1:
-            return f"({self._print(numerator)}) // {self._print(denominator)}"
-        return f"floor({self._print(expr.args[0])})"  # pragma: no cover
-
-
-class _IndexArithmetic(StrPrinter):
+class _IndexArithmetic(_IntegerText, StrPrinter):
     """Index expressions in SymPy's usual order (``i + m - 1``)."""
 
     printmethod = "_derive_text"
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         return f"{expr.base.label}[{', '.join(self._print(i) for i in expr.indices)}]"
-
-    def _print_Mod(self, expr: sp.Expr) -> str:
-        a, b = expr.args
-        return f"({self._print(a)}) % {self._print(b)}"
-
-    def _print_floor(self, expr: sp.Expr) -> str:
-        numerator, denominator = sp.fraction(sp.together(expr.args[0]))
-        if denominator != 1:
-            return f"({self._print(numerator)}) // {self._print(denominator)}"
-        return f"floor({self._print(expr.args[0])})"  # pragma: no cover
 
 
 _INDEX_TEXT = _IndexArithmetic()

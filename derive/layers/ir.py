@@ -160,6 +160,17 @@ class LayerKind:
     def param_tensors(self) -> tuple[TensorDef, ...]:
         return tuple(t for t in self.tensors if t.role == "param")
 
+    def label(self, attrs: Mapping[str, Any]) -> str:
+        """``conv2d(filters=8, kernel=3x3, ...)``: the kind with attribute values."""
+        if not self.params:
+            return self.name
+        parts = []
+        for param in self.params:
+            value = attrs[param.name]
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
+            parts.append(f"{param.name}={shown}")
+        return f"{self.name}({', '.join(parts)})"
+
     def binding(
         self, attrs: Mapping[str, Any], input_shape: tuple[int, ...]
     ) -> dict[sp.Symbol, int]:

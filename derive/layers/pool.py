@@ -12,6 +12,8 @@ padded zeros (``count_include_pad=True``): it always divides by the kernel size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 
 from .ir import (
@@ -53,152 +55,156 @@ c, i, j, k, m, n = integer_symbols("c i j k m n")
 C = size_symbols("C")[0]
 one = sp.S.One
 
-# ----------------------------------------------------------------------- 1-D
+
+@dataclass(frozen=True, eq=False)
+class _Window:
+    """What the pooling kinds of one rank share: shapes, attributes, the window."""
+
+    rank: int
+    input: tuple[sp.Symbol, ...]
+    output_shape: tuple[sp.Expr, ...]
+    bind: dict
+    sizes: dict
+    index: tuple[sp.Symbol, ...]
+    reduce: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    window: sp.Indexed  # the window's read at the reduction indices
+    at_maximum: sp.Indexed  # the same read at the argmax's position
+    area: sp.Expr  # positions per window
+    checks: tuple
+
+
+# 1-D: y[c, i] over x[c, s i + k - p], k < K
 L_in, kernel, s = size_symbols("L_in K s")
 (p,) = integer_symbols("p")
 L_out = sp.Symbol("L_out", integer=True, positive=True)
-_BIND_1D = {kernel: ("kernel", 0), s: ("stride", 0), p: ("padding", 0)}
-_SIZES_1D = {L_out: output_size(L_in, kernel, s, p, one)}
-_window_1d = x[c, s * i + k - p]
-_CHECKS_1D = (
-    ({"kernel": (3,), "stride": (2,), "padding": (1,)}, (2, 8)),
-    ({"kernel": (2,), "stride": (3,), "padding": (0,)}, (1, 9)),
-)
-
-MAX_POOL1D = LayerKind(
-    name="max_pool1d",
-    doc="1-D max pooling: y[c, i] = max_k x[c, s i + k - p] (padding ignored)",
-    params=_params(1),
-    input=(C, L_in),
+_1D = _Window(
     rank=1,
-    bind=_BIND_1D,
-    sizes=_SIZES_1D,
-    tensors=(
-        TensorDef("x", "input", (C, L_in)),
-        TensorDef("argmax", "index", (C, L_out)),
-        TensorDef("y", "output", (C, L_out)),
-    ),
-    forward=(
-        Statement(
-            "argmax",
-            (c, i),
-            body=_window_1d,
-            reduce=((k, kernel),),
-            op="argmax",
-            outside="skip",
-        ),
-        Statement("y", (c, i), body=x[c, s * i + argmax[c, i] - p]),
-    ),
-    output="y",
-    output_shape=(C, L_out),
-    padding_at_most_half_kernel=True,
-    torch="torch.nn.MaxPool1d",
-    checks=_CHECKS_1D,
-)
-
-AVG_POOL1D = LayerKind(
-    name="avg_pool1d",
-    doc="1-D average pooling: y[c, i] = sum_k x[c, s i + k - p] / k "
-    "(padded zeros counted)",
-    params=_params(1),
     input=(C, L_in),
-    rank=1,
-    bind=_BIND_1D,
-    sizes=_SIZES_1D,
-    tensors=(TensorDef("x", "input", (C, L_in)), TensorDef("y", "output", (C, L_out))),
-    forward=(Statement("y", (c, i), body=_window_1d / kernel, reduce=((k, kernel),)),),
-    output="y",
     output_shape=(C, L_out),
-    padding_at_most_half_kernel=True,
-    torch="torch.nn.AvgPool1d(count_include_pad=True)",
-    checks=_CHECKS_1D,
+    bind={kernel: ("kernel", 0), s: ("stride", 0), p: ("padding", 0)},
+    sizes={L_out: output_size(L_in, kernel, s, p, one)},
+    index=(c, i),
+    reduce=((k, kernel),),
+    window=x[c, s * i + k - p],
+    at_maximum=x[c, s * i + argmax[c, i] - p],
+    area=kernel,
+    checks=(
+        ({"kernel": (3,), "stride": (2,), "padding": (1,)}, (2, 8)),
+        ({"kernel": (2,), "stride": (3,), "padding": (0,)}, (1, 9)),
+    ),
 )
 
-# ----------------------------------------------------------------------- 2-D
+# 2-D: y[c, i, j] over x[c, s_h i + m - p_h, s_w j + n - p_w], m < k_h, n < k_w
 H_in, W_in, k_h, k_w, s_h, s_w = size_symbols("H_in W_in k_h k_w s_h s_w")
 p_h, p_w = integer_symbols("p_h p_w")
 H_out = sp.Symbol("H_out", integer=True, positive=True)
 W_out = sp.Symbol("W_out", integer=True, positive=True)
-_BIND_2D = {
-    k_h: ("kernel", 0),
-    k_w: ("kernel", 1),
-    s_h: ("stride", 0),
-    s_w: ("stride", 1),
-    p_h: ("padding", 0),
-    p_w: ("padding", 1),
-}
-_SIZES_2D = {
-    H_out: output_size(H_in, k_h, s_h, p_h, one),
-    W_out: output_size(W_in, k_w, s_w, p_w, one),
-}
-_window_2d = x[c, s_h * i + m - p_h, s_w * j + n - p_w]
-_CHECKS_2D = (
-    ({"kernel": (3, 2), "stride": (2, 1), "padding": (1, 1)}, (2, 7, 6)),
-    ({"kernel": (2, 3), "stride": (3, 2), "padding": (0, 1)}, (1, 8, 7)),
+_2D = _Window(
+    rank=2,
+    input=(C, H_in, W_in),
+    output_shape=(C, H_out, W_out),
+    bind={
+        k_h: ("kernel", 0),
+        k_w: ("kernel", 1),
+        s_h: ("stride", 0),
+        s_w: ("stride", 1),
+        p_h: ("padding", 0),
+        p_w: ("padding", 1),
+    },
+    sizes={
+        H_out: output_size(H_in, k_h, s_h, p_h, one),
+        W_out: output_size(W_in, k_w, s_w, p_w, one),
+    },
+    index=(c, i, j),
+    reduce=((m, k_h), (n, k_w)),
+    window=x[c, s_h * i + m - p_h, s_w * j + n - p_w],
+    # the first maximum's position in its window, counted row by row (m k_w + n)
+    at_maximum=x[
+        c,
+        s_h * i + sp.floor(argmax[c, i, j] / k_w) - p_h,
+        s_w * j + sp.Mod(argmax[c, i, j], k_w) - p_w,
+    ],
+    area=k_h * k_w,
+    checks=(
+        ({"kernel": (3, 2), "stride": (2, 1), "padding": (1, 1)}, (2, 7, 6)),
+        ({"kernel": (2, 3), "stride": (3, 2), "padding": (0, 1)}, (1, 8, 7)),
+    ),
 )
-# the first maximum's position in its window, counted row by row (m k_w + n)
-_max_read_2d = x[
-    c,
-    s_h * i + sp.floor(argmax[c, i, j] / k_w) - p_h,
-    s_w * j + sp.Mod(argmax[c, i, j], k_w) - p_w,
-]
 
-MAX_POOL2D = LayerKind(
-    name="max_pool2d",
-    doc="2-D max pooling: y[c, i, j] = max_{m, n} x[c, s_h i + m - p_h, s_w j + n - p_w] "
+
+def _pool(
+    name: str, doc: str, w: _Window, tensors: tuple, forward: tuple, torch: str
+) -> LayerKind:
+    return LayerKind(
+        name=name,
+        doc=doc,
+        params=_params(w.rank),
+        input=w.input,
+        rank=w.rank,
+        bind=w.bind,
+        sizes=w.sizes,
+        tensors=(
+            TensorDef("x", "input", w.input),
+            *tensors,
+            TensorDef("y", "output", w.output_shape),
+        ),  # fmt: skip
+        forward=forward,
+        output="y",
+        output_shape=w.output_shape,
+        padding_at_most_half_kernel=True,
+        torch=torch,
+        checks=w.checks,
+    )
+
+
+def _max_pool(w: _Window, doc: str) -> LayerKind:
+    """The first maximum of each window (an argmax), then the read there."""
+    return _pool(
+        f"max_pool{w.rank}d",
+        doc,
+        w,
+        (TensorDef("argmax", "index", w.output_shape),),
+        (
+            Statement(
+                "argmax",
+                w.index,
+                body=w.window,
+                reduce=w.reduce,
+                op="argmax",
+                outside="skip",
+            ),
+            Statement("y", w.index, body=w.at_maximum),
+        ),  # fmt: skip
+        f"torch.nn.MaxPool{w.rank}d",
+    )
+
+
+def _avg_pool(w: _Window, doc: str) -> LayerKind:
+    """The window's sum over its full area, padded zeros included."""
+    return _pool(
+        f"avg_pool{w.rank}d",
+        doc,
+        w,
+        (),
+        (Statement("y", w.index, body=w.window / w.area, reduce=w.reduce),),
+        f"torch.nn.AvgPool{w.rank}d(count_include_pad=True)",
+    )
+
+
+MAX_POOL1D = _max_pool(
+    _1D, "1-D max pooling: y[c, i] = max_k x[c, s i + k - p] (padding ignored)"
+)
+AVG_POOL1D = _avg_pool(
+    _1D,
+    "1-D average pooling: y[c, i] = sum_k x[c, s i + k - p] / K (padded zeros counted)",
+)
+MAX_POOL2D = _max_pool(
+    _2D,
+    "2-D max pooling: y[c, i, j] = max_{m, n} x[c, s_h i + m - p_h, s_w j + n - p_w] "
     "(padding ignored)",
-    params=_params(2),
-    input=(C, H_in, W_in),
-    rank=2,
-    bind=_BIND_2D,
-    sizes=_SIZES_2D,
-    tensors=(
-        TensorDef("x", "input", (C, H_in, W_in)),
-        TensorDef("argmax", "index", (C, H_out, W_out)),
-        TensorDef("y", "output", (C, H_out, W_out)),
-    ),
-    forward=(
-        Statement(
-            "argmax",
-            (c, i, j),
-            body=_window_2d,
-            reduce=((m, k_h), (n, k_w)),
-            op="argmax",
-            outside="skip",
-        ),
-        Statement("y", (c, i, j), body=_max_read_2d),
-    ),
-    output="y",
-    output_shape=(C, H_out, W_out),
-    padding_at_most_half_kernel=True,
-    torch="torch.nn.MaxPool2d",
-    checks=_CHECKS_2D,
 )
-
-AVG_POOL2D = LayerKind(
-    name="avg_pool2d",
-    doc="2-D average pooling: y[c, i, j] = sum_{m, n} x[c, s_h i + m - p_h, "
+AVG_POOL2D = _avg_pool(
+    _2D,
+    "2-D average pooling: y[c, i, j] = sum_{m, n} x[c, s_h i + m - p_h, "
     "s_w j + n - p_w] / (k_h k_w) (padded zeros counted)",
-    params=_params(2),
-    input=(C, H_in, W_in),
-    rank=2,
-    bind=_BIND_2D,
-    sizes=_SIZES_2D,
-    tensors=(
-        TensorDef("x", "input", (C, H_in, W_in)),
-        TensorDef("y", "output", (C, H_out, W_out)),
-    ),
-    forward=(
-        Statement(
-            "y",
-            (c, i, j),
-            body=_window_2d / (k_h * k_w),
-            reduce=((m, k_h), (n, k_w)),
-        ),
-    ),
-    output="y",
-    output_shape=(C, H_out, W_out),
-    padding_at_most_half_kernel=True,
-    torch="torch.nn.AvgPool2d(count_include_pad=True)",
-    checks=_CHECKS_2D,
 )

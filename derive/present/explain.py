@@ -208,14 +208,7 @@ def _forward(doc: Document, layer: LayerInfo) -> None:
 
 def layer_label(layer: LayerInfo) -> str:
     """``conv2d(filters=8, kernel=3x3, ...)`` with the layer's attribute values."""
-    kind = layer.kind.kind
-    if not kind.params:
-        return kind.name
-    parts = []
-    for name, value in layer.attrs:
-        shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
-        parts.append(f"{name}={shown}")
-    return f"{kind.name}({', '.join(parts)})"
+    return layer.kind.kind.label(dict(layer.attrs))
 
 
 def _backward(doc: Document, d: Derivation, layer: LayerInfo) -> None:
