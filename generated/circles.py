@@ -723,6 +723,10 @@ def _finite_rows(name, arr):
     if arr.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
     arr = np.ascontiguousarray(arr, dtype=DTYPE)
+    if not arr.flags.writeable:
+        # Numba types read-only arrays apart: a memmap or a shared buffer would
+        # compile every kernel a second time
+        arr = arr.copy()
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
         raise ValueError(f"{name} contains NaN or infinity (row {bad})")

@@ -245,3 +245,25 @@ def test_concurrent_builds_do_not_corrupt_the_cache(tmp_path):
         load_spec(ROOT / "examples" / "xor.toml")
     )
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_read_only_and_strided_inputs_reuse_the_compiled_kernels():
+    """A read-only array (a memmap, another process's buffer) or a strided slice
+    is converted before any kernel runs, so Numba compiles each kernel once."""
+    module = derive.build(CORPUS["example_two_circles"])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    Y = (rng.uniform(size=(40, 1)) > 0.5).astype(float)
+    params = module.init_params(0)
+    module.fit(params, X, Y, epochs=1)
+    module.loss_and_grad(params, X, Y)
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    strided = np.repeat(X, 2, axis=0)[::2]
+    fortran = np.asfortranarray(X)
+    for inputs in (read_only, strided, fortran):
+        module.fit(params, inputs, Y, epochs=1)
+        module.loss_and_grad(params, inputs, Y)
+        module.predict(params, inputs)
+    for kernel in (module._train, module._gradients, module._forward):
+        assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
