@@ -57,6 +57,9 @@ class Network:
             seed=self.spec.training.seed
         )
         self.state: dict[str, Any] = self.module.init_state(self.params)
+        #: module state that training updates and evaluation reads: batch norm's
+        #: running statistics (the module's init_buffers(), empty without it)
+        self.buffers: list[np.ndarray] = self.module.init_buffers()
         self.history_: dict[str, np.ndarray] = {}
         self.best_epoch_: int | None = None
         self.stopped_early_: bool = False
@@ -154,7 +157,7 @@ class Network:
             raise DataError(
                 f"X has {X.shape[0]} rows but y has {Y.shape[0]}; give one target per row"
             )
-        reserved = {"state", "X_val", "Y_val"} & set(options)
+        reserved = {"state", "X_val", "Y_val", "buffers"} & set(options)
         if reserved:
             raise TypeError(
                 f"fit() manages {', '.join(sorted(reserved))} itself; "
@@ -182,13 +185,18 @@ class Network:
                 kwargs["callback"] = _chain(show, user_callback)
             try:
                 history = self.module.fit(
-                    self.params, X_train, Y_train, state=self.state, **kwargs
-                )
+                    self.params, X_train, Y_train, state=self.state,
+                    **self._buffers_kwarg(), **kwargs,
+                )  # fmt: skip
             except ValueError as exc:
                 raise DataError(str(exc)) from None
         self._classes, self._classes_learned = classes, True
         self._record(history)
         return self
+
+    def _buffers_kwarg(self) -> dict[str, Any]:
+        """The running statistics for the module's calls (none without batch norm)."""
+        return {"buffers": self.buffers} if self.buffers else {}
 
     def _validation(
         self,
@@ -232,7 +240,9 @@ class Network:
     def outputs(self, X: Any) -> np.ndarray:
         """The raw network outputs, shape (n, outputs): probabilities, logits or values."""
         try:
-            return self.module.predict(self.params, self._features(X))
+            return self.module.predict(
+                self.params, self._features(X), **self._buffers_kwarg()
+            )
         except ValueError as exc:
             raise DataError(str(exc)) from None
 
@@ -389,6 +399,8 @@ class Network:
                     arrays[f"state__{key}__{i}"] = np.asarray(item)
             else:
                 arrays[f"state__{key}"] = np.asarray(value)
+        for i, buffer in enumerate(self.buffers):
+            arrays[f"buffer_{i}"] = buffer
         for key, values in self.history_.items():
             arrays[f"history__{key}"] = values
         arrays["best_epoch"] = np.array(
@@ -467,6 +479,7 @@ class Network:
             else:
                 fresh[key] = take(f"state__{key}", np.asarray(value))
         self.state = fresh
+        self.buffers = [take(f"buffer_{i}", b) for i, b in enumerate(self.buffers)]
         self.history_ = {
             key.removeprefix("history__"): arrays[key].astype(float)
             for key in arrays

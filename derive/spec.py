@@ -80,6 +80,9 @@ class Layer:
     kind: str = DEFAULT_KIND
     attrs: tuple[tuple[str, Any], ...] = ()
     activation: OpRef | None = None
+    #: a residual connection: the layer whose output is added before the
+    #: activation (0: the network's input), or None
+    residual: int | None = None
 
     @classmethod
     def dense(cls, units: int, activation: OpRef) -> Layer:
@@ -100,6 +103,8 @@ class Layer:
         out.update((k, list(v) if isinstance(v, tuple) else v) for k, v in self.attrs)
         if self.activation is not None:
             out["activation"] = self.activation.to_toml_value()
+        if self.residual is not None:
+            out["residual"] = self.residual
         return out
 
     @property
@@ -251,7 +256,7 @@ def _layer_shapes(
     for layer in layers:
         kind = LAYER_KINDS[layer.kind]
         binding = kind.binding(dict(layer.attrs), shapes[-1])
-        shapes.append(kind.bound_output_shape(binding))
+        shapes.append(kind.bound_output_shape(binding, shapes[-1]))
     return tuple(shapes)
 
 
@@ -525,14 +530,29 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
         if input_value is None
         else ((input_value,) if isinstance(input_value, int) else input_value)
     )
+    shapes: list[tuple[int, ...] | None] = [shape]
     for idx, raw in enumerate(raw_layers, start=1):
         layer = _layer(raw, idx, len(raw_layers), problems)
         if layer is None:
             shape = None
+            shapes.append(None)
             continue
         layers.append(layer)
         if shape is not None:
             shape = _check_shape(layer, idx, shape, problems)
+        shapes.append(shape)
+        if layer.residual is not None and shape is not None:
+            source = shapes[layer.residual]
+            if source is not None and source != shape:
+                given = (
+                    "the input" if layer.residual == 0 else f"layer {layer.residual}"
+                )
+                problems.add(
+                    f"layers[{idx}]",
+                    f"residual: {given} gives shape {'x'.join(map(str, source))} but "
+                    f"this layer's output is {'x'.join(map(str, shape))}; the shapes "
+                    "must match (change the units, or name another layer)",
+                )
     if layers and len(layers) == len(raw_layers) and layers[-1].kind != DEFAULT_KIND:
         problems.add(
             f"layers[{len(raw_layers)}]",
@@ -605,7 +625,7 @@ def _layer(raw: Any, idx: int, n_layers: int, problems: _Problems) -> Layer | No
     kind = LAYER_KINDS[kind_name]
     allowed = [p.name for p in kind.params]
     if kind.activation:
-        allowed.append("activation")
+        allowed += ["activation", "residual"]
     if "kind" in raw:
         allowed.insert(0, "kind")
     before = len(problems.items)
@@ -661,10 +681,29 @@ def _layer(raw: Any, idx: int, n_layers: int, problems: _Problems) -> Layer | No
                     f"'{act.name}' works on a vector of outputs, not on a {kind.name} "
                     "layer; use it on the dense output layer",
                 )
+    residual = _residual(raw.get("residual", False), idx, where, problems)
     if len(problems.items) > before or (kind.activation and act is None):
         return None
     ordered = tuple((p.name, attrs[p.name]) for p in kind.params)
-    return Layer(kind.name, ordered, act)
+    return Layer(kind.name, ordered, act, residual)
+
+
+def _residual(value: Any, idx: int, where: str, problems: _Problems) -> int | None:
+    """``residual = true`` adds the layer's input; ``residual = K`` the output of
+    layer K (0: the network's input); false or absent: none."""
+    if value is False:
+        return None
+    if value is True:
+        return idx - 1
+    if _is_int(value) and 0 <= value < idx:
+        return int(value)
+    problems.add(
+        where,
+        f"residual must be true (add this layer's input), false, or the number of an "
+        f"earlier layer whose output to add (0 for the input, 1 to {idx - 1}), "
+        f"got {value!r}",
+    )
+    return None
 
 
 def _canonical_size(value: Any, param: LayerParam, kind: LayerKind) -> Any:
@@ -798,7 +837,7 @@ def _check_shape(
         if not ok:
             return None
     binding = kind.binding(attrs, shape)
-    return kind.bound_output_shape(binding)
+    return kind.bound_output_shape(binding, shape)
 
 
 def _check_pairing(out: OpRef, loss: OpRef, problems: _Problems) -> None:

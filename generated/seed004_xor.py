@@ -127,15 +127,24 @@ _PARAMS = (
     ("b2", (1,), "zeros", 0.0),
 )
 # the kernels' work buffers: (name, per-sample shape, kind); the batch axis is last
+# (a "stat" buffer has none: one value per channel)
 _FORWARD_BUFFERS = (
     ("z1", (2,), "float"),
     ("a1", (2,), "float"),
     ("z2", (1,), "float"),
     ("a2", (1,), "float"),
 )
+# what only the training forward uses (batch statistics, normalized values, masks)
+_TRAINING_BUFFERS = ()
+# module state that training updates and evaluation reads: (name, shape, initial value)
+_STATE = ()
+# dropout masks: (name, per-sample shape, keep probability)
+_MASKS = ()
+# the fewest rows a training batch may have (2 for batch norm of single values)
+_MIN_TRAINING_ROWS = 1
 _DELTA_BUFFERS = (
-    ("delta1", (2,)),
-    ("delta2", (1,)),
+    ("delta1", (2,), "float"),
+    ("delta2", (1,), "float"),
 )
 _OUTPUT_BUFFER = 3  # the network's output among _FORWARD_BUFFERS
 _INPUT_ROWS = False  # a BLAS first layer reads XT as a transposed row-major array
@@ -254,7 +263,8 @@ def _gradients(
     grad_W2,
     grad_b2,
 ):
-    """Loss sum over the samples and the gradients of the batch-mean loss."""
+    """Loss sum over the samples and the gradients of the batch-mean loss, of the
+    training-mode network (batch statistics; the masks as given)."""
     XT = X.T  # views: column i is sample i
     YT = Y.T
     rows = cols = XT.shape[-1]
@@ -406,10 +416,10 @@ def _train(
     buf = slots[0]
 
     for epoch in range(lrs.shape[0]):
+        epoch_index = first_epoch + epoch
         if shuffle:
-            epoch_index = first_epoch + epoch
-            # the rows of epoch `epoch_index` in a seeded random order (_epoch_order)
             np.random.seed((seed * 2654435761 + epoch_index) & 0xFFFFFFFF)
+            # the rows of epoch `epoch_index` in a seeded random order (_epoch_order)
             for r in range(order.size):
                 order[r] = r
             for r in range(order.size - 1, 0, -1):
@@ -555,6 +565,16 @@ def init_params(seed=0):
     return params
 
 
+def init_buffers():
+    """Fresh module state in the order of _STATE: the running statistics of
+    batch norm layers (means 0, variances 1, as torch's). fit updates them in
+    place; predict, loss and accuracy read them. Empty without batch norm."""
+    return [
+        (np.ones if init == "ones" else np.zeros)(shape, dtype=DTYPE)
+        for _, shape, init in _STATE
+    ]
+
+
 _NAMES = [name for name, _, _, _ in _PARAMS]
 _SHAPES = [shape for _, shape, _, _ in _PARAMS]
 _N_PARAMS = sum(math.prod(shape) for shape in _SHAPES)
@@ -657,10 +677,21 @@ def _kernel_input(X):
     return np.ascontiguousarray(X.T)
 
 
-def _stored(shape, rows):
+def _stored(shape, rows, kind="float"):
     """A buffer's shape in the kernels: a sample's values in C order, then the
-    batch (a per-sample scalar such as lse_rows: just the batch)."""
+    batch (a per-sample scalar such as lse_rows: just the batch; a batch
+    statistic: one value per channel, no batch)."""
+    if kind == "stat":
+        return shape
     return (math.prod(shape), rows) if shape else (rows,)
+
+
+def _allocate(groups, rows, fill=np.empty):
+    return [
+        fill(_stored(shape, rows, kind), dtype=np.int64 if kind == "int" else DTYPE)
+        for group in groups
+        for _, shape, kind in group
+    ]
 
 
 def _kernel_view(p):
@@ -670,15 +701,12 @@ def _kernel_view(p):
 
 
 def _buffers(rows):
-    """The forward pass's work buffers for `rows` samples (_FORWARD_BUFFERS)."""
-    return [
-        np.empty(_stored(shape, rows), dtype=DTYPE if kind == "float" else np.int64)
-        for _, shape, kind in _FORWARD_BUFFERS
-    ]
+    """The evaluation forward's work buffers for `rows` samples (_FORWARD_BUFFERS)."""
+    return _allocate([_FORWARD_BUFFERS], rows)
 
 
 def _deltas(rows):
-    return [np.empty(_stored(shape, rows), dtype=DTYPE) for _, shape in _DELTA_BUFFERS]
+    return _allocate([_DELTA_BUFFERS], rows)
 
 
 def _train_buffers(cols):
@@ -691,18 +719,38 @@ def _train_buffers(cols):
     else:
         XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
     buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
-    for _, shape, kind in _FORWARD_BUFFERS:
-        dtype = DTYPE if kind == "float" else np.int64
-        buffers.append(np.zeros(_stored(shape, cols), dtype=dtype))
-    buffers += [
-        np.zeros(_stored(shape, cols), dtype=DTYPE) for _, shape in _DELTA_BUFFERS
-    ]
-    return buffers
+    groups = [_FORWARD_BUFFERS, _TRAINING_BUFFERS, _DELTA_BUFFERS]
+    return buffers + _allocate(groups, cols, np.zeros)
 
 
-def _run_forward(params, X):
+def _check_buffers(buffers):
+    """The module state (running statistics) a network with batch norm needs."""
+    if not _STATE:
+        return []
+    if buffers is None:
+        raise ValueError(
+            "this network has batch norm: pass buffers= (its running statistics: "
+            "init_buffers() to start; fit updates them, predict and loss read them)"
+        )
+    if not isinstance(buffers, list | tuple) or len(buffers) != len(_STATE):
+        raise ValueError(
+            f"buffers must be a list of {len(_STATE)} arrays as returned by "
+            "init_buffers()"
+        )
+    for (name, shape, _), b in zip(_STATE, buffers, strict=True):
+        if not isinstance(b, np.ndarray) or b.shape != shape or b.dtype != DTYPE:
+            raise ValueError(
+                f"{name} must be an array of shape {shape} and dtype "
+                f"{np.dtype(DTYPE)}, as init_buffers() returns"
+            )
+        if not b.flags.c_contiguous or not b.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous array")
+    return list(buffers)
+
+
+def _run_forward(params, X, state):
     buffers = _buffers(X.shape[0])
-    _forward(*map(_kernel_view, params), _kernel_input(X), *buffers)
+    _forward(*map(_kernel_view, params), _kernel_input(X), *state, *buffers)
     return buffers
 
 
@@ -721,47 +769,91 @@ def _flat_views(flat):
     return views
 
 
-def predict(params, X):
-    """Network outputs for the rows of X, shape (n, N_OUTPUT)."""
+def predict(params, X, buffers=None):
+    """Network outputs for the rows of X, shape (n, N_OUTPUT), in evaluation mode
+    (batch norm with its running statistics ``buffers``; no dropout)."""
     _check_params(params)
+    state = _check_buffers(buffers)
     X = _as_inputs("X", X)
-    return _outputs(_run_forward(params, X)).copy()
+    return _outputs(_run_forward(params, X, state)).copy()
 
 
-def loss(params, X, Y):
-    """Batch-mean loss of the rows of X against targets Y (n, N_OUTPUT)."""
+def loss(params, X, Y, buffers=None):
+    """Batch-mean loss of the rows of X against targets Y (n, N_OUTPUT), in
+    evaluation mode."""
     _check_params(params)
+    state = _check_buffers(buffers)
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
     total = _evaluate(
-        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(X.shape[0])
+        *map(_kernel_view, params), _kernel_input(X), Y, *state, *_buffers(X.shape[0])
     )
     return float(total / X.shape[0])
 
 
-def loss_and_grad(params, X, Y):
-    """Batch-mean loss and its gradients, in the order of params."""
+def _check_training_rows(rows):
+    if rows < _MIN_TRAINING_ROWS:
+        raise ValueError(
+            "a training batch of one row: batch norm needs two values per channel "
+            "(torch refuses it too); give more rows, or a batch_size whose last "
+            "batch has two or more rows"
+        )
+
+
+def _masks(masks, rows):
+    """Dropout masks for loss_and_grad: the given ones (one (rows, *shape) array
+    of 0s and 1s per dropout layer, in layer order), else all ones: no dropout."""
+    if masks is None:
+        return [np.ones(_stored(shape, rows), dtype=DTYPE) for _, shape, _ in _MASKS]
+    if not isinstance(masks, list | tuple) or len(masks) != len(_MASKS):
+        raise ValueError(
+            f"masks must be a list of {len(_MASKS)} arrays, one per dropout layer"
+        )
+    out = []
+    for (name, shape, _), mask in zip(_MASKS, masks, strict=True):
+        mask = np.asarray(mask, dtype=DTYPE)
+        if mask.shape not in ((rows, *shape), (rows, math.prod(shape))):
+            raise ValueError(
+                f"{name} must have shape {(rows, *shape)} (one row per sample), "
+                f"got {mask.shape}"
+            )
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"{name} must hold 0s and 1s")
+        out.append(np.ascontiguousarray(mask.reshape(rows, -1).T))
+    return out
+
+
+def loss_and_grad(params, X, Y, masks=None):
+    """Batch-mean loss and its gradients, in the order of params, of the
+    training-mode network: batch norm with the batch's statistics, dropout with
+    the given ``masks`` (none: no dropout). Running statistics are not updated."""
     _check_params(params)
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
     rows = X.shape[0]
+    _check_training_rows(rows)
     grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
+    training = _allocate([_TRAINING_BUFFERS], rows)
+    names = [name for name, _, _ in _TRAINING_BUFFERS]
+    for (name, _, _), mask in zip(_MASKS, _masks(masks, rows), strict=True):
+        training[names.index(name)] = mask
     total = _gradients(
-        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(rows),
+        *map(_kernel_view, params), _kernel_input(X), Y, *_buffers(rows), *training,
         *_deltas(rows), *map(_kernel_view, grads),
     )  # fmt: skip
     return float(total / rows), grads
 
 
-def accuracy(params, X, Y):
+def accuracy(params, X, Y, buffers=None):
     """Fraction of rows whose predicted class matches Y's (classifiers)."""
     _check_params(params)
+    state = _check_buffers(buffers)
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
-    return _accuracy_of(_outputs(_run_forward(params, X)), Y)
+    return _accuracy_of(_outputs(_run_forward(params, X, state)), Y)
 
 
 def _accuracy_of(outputs, Y):
@@ -880,6 +972,7 @@ def fit(
     patience=TRAINING["patience"],
     min_delta=TRAINING["min_delta"],
     callback=None,
+    buffers=None,
 ):
     """Train ``params`` in place with the module's optimizer; returns the history.
 
@@ -892,8 +985,13 @@ def fit(
     callback(epoch, logs) runs after every epoch (epoch counted across calls, as
     in state["epoch"]) and stops training by returning True. Without
     validation data, patience and callback, all epochs run in one jitted call.
+    Training runs the training-mode network (batch statistics, dropout masks
+    from the generator seeded by seed and the epoch); ``buffers`` (batch norm's
+    running statistics, init_buffers()) are updated in place after each batch,
+    and restored with the params by early stopping; validation is evaluation mode.
     """
     _check_params(params)
+    state_buffers = _check_buffers(buffers)
     X = _as_inputs("X", X)
     Y = _as_targets("Y", Y)
     _check_targets(Y, X.shape[0])
@@ -920,6 +1018,9 @@ def fit(
     _check_state(state, params)
 
     n = X.shape[0]
+    _check_training_rows(min(n, batch_size))
+    if n % batch_size:
+        _check_training_rows(n % batch_size)
     first = int(state["epoch"][0])
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
@@ -951,7 +1052,7 @@ def fit(
         _train(
             *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, *grads, *work,
+            clip_norm, hyper, state["step"], totals, *grads, *work, *state_buffers,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         for p, trained in zip(params, views, strict=True):
@@ -971,8 +1072,9 @@ def fit(
         }
         if X_val is not None:
             value = _evaluate(
-                *map(_kernel_view, params), X_val_kernel, Y_val, *val_work
-            )
+                *map(_kernel_view, params), X_val_kernel, Y_val, *state_buffers,
+                *val_work,
+            )  # fmt: skip
             logs["val_loss"] = float(value / X_val.shape[0])
             history["val_loss"].append(logs["val_loss"])
             if TASK != "regression":
@@ -983,6 +1085,7 @@ def fit(
             if monitored < best - min_delta:
                 best, best_epoch, waited = monitored, done - 1, 0
                 best_params = theta.copy()
+                best_buffers = [b.copy() for b in state_buffers]
             else:
                 waited += 1
                 stopped = waited >= patience
@@ -991,6 +1094,8 @@ def fit(
     if best_params is not None and best_epoch != done - 1:
         for p, kept in zip(params, _flat_views(best_params), strict=True):
             p[...] = kept
+        for b, kept in zip(state_buffers, best_buffers, strict=True):
+            b[...] = kept
     result = {
         key: np.concatenate(values) if key in ("loss", "lr") else np.asarray(values)
         for key, values in history.items()

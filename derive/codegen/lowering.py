@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import sympy as sp
 
 from .._version import __version__
-from ..engine.adjoint import AdjointRule, statement_guards
+from ..engine.adjoint import AdjointRule, statement_guards, value_reads
 from ..engine.derivation import Derivation, KindDerivation, LayerInfo, Z
 from ..engine.notation import (
     bound_gather,
@@ -34,7 +35,7 @@ from ..engine.notation import (
     statement_text,
 )
 from ..engine.notation import text as notation_text
-from ..layers.ir import LayerKind, Statement
+from ..layers.ir import B, LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .loops import Guard, Nest, print_nest
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
@@ -69,11 +70,31 @@ class ParamCode:
 
 @dataclass(frozen=True)
 class BufferCode:
-    """A work buffer: name, per-sample shape (the batch axis comes last), kind."""
+    """A work buffer: name, per-sample shape (the batch axis comes last), kind:
+    "float", "int", or "stat" (float, one value per channel: no batch axis)."""
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # "float" | "int"
+    kind: str
+
+
+@dataclass(frozen=True)
+class StateCode:
+    """Module state that training updates and evaluation reads (running
+    statistics): name, shape, initial value (runtime ``_STATE``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: str  # "zeros" | "ones"
+
+
+@dataclass(frozen=True)
+class MaskCode:
+    """A dropout mask: name, per-sample shape, keep probability (Python literal)."""
+
+    name: str
+    shape: tuple[int, ...]
+    keep: str
 
 
 @dataclass(frozen=True)
@@ -92,17 +113,24 @@ class CodeModel:
     n_input: int
     n_output: int
     params: tuple[ParamCode, ...]
-    forward_buffers: tuple[BufferCode, ...]
+    state: tuple[StateCode, ...]
+    masks: tuple[MaskCode, ...]
+    forward_buffers: tuple[BufferCode, ...]  # of the evaluation forward
+    training_buffers: tuple[BufferCode, ...]  # what only the training forward uses
     delta_buffers: tuple[BufferCode, ...]
     output_buffer: int
+    min_training_rows: int  # batch norm over single values needs two rows
     input_rows: bool  # a BLAS first layer reads XT as a transposed row-major array
     input_arg: str  # "X" (rows; the kernels take X.T) or "XT" (feature-major copy)
-    param_names: tuple[str, ...]  # the kernels' arguments, by group
-    forward_names: tuple[str, ...]
-    delta_names: tuple[str, ...]
-    grad_names: tuple[str, ...]
-    forward_code: str  # the forward pass over `cols` samples
-    loss_code: str  # the loss sum over the first m samples
+    forward_signature: str  # the kernels' arguments
+    evaluate_signature: str
+    gradients_signature: str
+    train_signature: str
+    forward_code: str  # the evaluation forward pass over `cols` samples
+    training_forward_code: str  # the training forward (batch statistics, masks)
+    update_code: str  # _train: the state updates after each training forward
+    mask_code: str  # _train: a batch's dropout masks from the seeded generator
+    loss_code: str  # the loss sum over the first rows samples
     backward_code: str  # loss, output delta and every gradient
     gather_code: str  # _train: a batch's rows into XT and YT
     helpers: tuple[str, ...]  # helper function sources
@@ -186,6 +214,9 @@ class _Layer:
     blas: bool
     input_adjoint: str | None  # where d<input> accumulates (None: the input's)
     below: int | None  # the nearest layer below that is not a view
+    #: buffers this layer's statements index in the kind's own view of the
+    #: shape ((C, R) for batch norm), whatever the buffer's shape elsewhere
+    local_layouts: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> LayerKind:
@@ -207,7 +238,7 @@ def _plan(d: Derivation) -> list[_Layer]:
         im2col = uses_im2col(info)
         kd = info.im2col if im2col and info.im2col is not None else info.kind
         kind = kd.kind
-        for st in kind.forward:
+        for st in (*kind.forward, *(kind.evaluate or ()), *kind.update):
             clash = {
                 str(s) for s in st.index + tuple(v for v, _ in st.reduce)
             } & KERNEL_LOCALS
@@ -219,41 +250,92 @@ def _plan(d: Derivation) -> list[_Layer]:
         names = layer_names(info, kind)
         below = next((p.info.index for p in reversed(plans) if not p.kind.view), None)
         source = "XT" if i == 1 else f"a{i - 1}"
-        names = {k: ("XT" if v == "a0" else v) for k, v in names.items()}
         adjoint = None if below is None else f"delta{i - 1}"
-        for key in list(names):
-            if key.startswith("d") and names[key] == f"da{i - 1}":
-                names[key] = adjoint or "-"
+        adjoints = {f"da{i - 1}": adjoint}
+        if info.residual is not None and info.residual != i - 1:
+            # another layer's output: its adjoint buffer (the network input has none)
+            src = info.residual
+            feeds = any(not p.kind.view for p in plans[:src])
+            adjoints[f"da{src}"] = f"delta{src}" if feeds else None
+        renamed = {}
+        for key, value in names.items():
+            if value == "a0":
+                value = "XT"
+            if key.startswith("d") and value in adjoints:
+                value = adjoints[value] or ""
+            renamed[key] = value
         blas = im2col or (kind.name == "dense" and uses_blas(info.n_in, info.n_out))
         output = f"z{i}" if kind.activation else f"a{i}"
-        plans.append(_Layer(info, kd, source, output, names, blas, adjoint, below))
+        local: dict[str, tuple[int, ...]] = {}
+        if kind.shape_of is not None:
+            # the statements see the input (and so the output) as (C, R) or (N,)
+            binding = dict(info.binding)
+            view = tuple(int(sp.sympify(e).xreplace(binding)) for e in kind.input)
+            for name in (source, output, adjoint, f"delta{i}"):
+                if name:
+                    local[name] = view
+        plans.append(
+            _Layer(info, kd, source, output, renamed, blas, adjoint, below, local)
+        )
     return plans
 
 
-def _buffers(
-    plans: Sequence[_Layer], softmax: bool
-) -> tuple[tuple[BufferCode, ...], tuple[BufferCode, ...], int]:
-    """Forward buffers (work tensors such as argmax or im2col's windows, z, a,
-    lse_rows), delta buffers, and the position of the network's output among the
-    forward buffers."""
+@dataclass(frozen=True)
+class _Buffers:
+    """The kernels' work buffers by group (see CodeModel)."""
+
+    forward: tuple[BufferCode, ...]
+    training: tuple[BufferCode, ...]
+    deltas: tuple[BufferCode, ...]
+    state: tuple[StateCode, ...]
+    masks: tuple[MaskCode, ...]
+    output: int  # the network output's position among the forward buffers
+
+
+def _evaluation_statements(kind: LayerKind) -> tuple[Statement, ...]:
+    return kind.evaluate if kind.evaluate is not None else kind.forward
+
+
+def _buffers(plans: Sequence[_Layer], softmax: bool) -> _Buffers:
+    """Every buffer the kernels use: the evaluation forward's (work tensors such
+    as argmax or im2col's windows, z, a, lse_rows), the training forward's extra
+    ones (batch statistics, normalized values, masks), adjoints, running state."""
     forward: list[BufferCode] = []
+    training: list[BufferCode] = []
     deltas: list[BufferCode] = []
+    state: list[StateCode] = []
+    masks: list[MaskCode] = []
     output = 0
     for plan in plans:
         info, kind = plan.info, plan.kind
         if kind.view:
             continue
         binding = dict(info.binding)
+        evaluation = {
+            str(r.base.label)
+            for st in _evaluation_statements(kind)
+            for r in (*value_reads(st.body), *value_reads(st.init))
+        }
+        evaluation |= {st.target for st in _evaluation_statements(kind)}  # fmt: skip
         for tensor in kind.tensors:
-            if tensor.role not in ("index", "work"):
-                continue
             shape = tuple(int(sp.sympify(e).xreplace(binding)) for e in tensor.shape)
             name = plan.names[tensor.name]
-            forward.append(
-                BufferCode(name, shape, "int" if tensor.role == "index" else "float")
-            )
-            if tensor.role == "work" and plan.input_adjoint is not None:
-                deltas.append(BufferCode(plan.names[f"d{tensor.name}"], shape, "float"))
+            if tensor.role == "state":
+                state.append(StateCode(name, shape, tensor.init or "zeros"))
+                continue
+            if tensor.role not in ("index", "work", "stat", "mask"):
+                continue
+            group = forward if tensor.name in evaluation else training
+            kind_text = {"index": "int", "stat": "stat"}.get(tensor.role, "float")
+            group.append(BufferCode(name, shape, kind_text))
+            if tensor.role == "mask":
+                keep = sp.sympify(tensor.keep).xreplace(binding)
+                masks.append(MaskCode(name, shape, repr(float(keep))))
+            elif tensor.role in ("work", "stat") and plan.input_adjoint is not None:
+                delta_kind = "stat" if tensor.role == "stat" else "float"
+                deltas.append(
+                    BufferCode(plan.names[f"d{tensor.name}"], shape, delta_kind)
+                )
         if kind.activation:
             forward.append(BufferCode(f"z{info.index}", info.output_shape, "float"))
         output = len(forward)
@@ -261,7 +343,8 @@ def _buffers(
         deltas.append(BufferCode(f"delta{info.index}", info.output_shape, "float"))
     if softmax:
         forward.append(BufferCode("lse_rows", (), "float"))
-    return tuple(forward), tuple(deltas), output
+    return _Buffers(tuple(forward), tuple(training), tuple(deltas), tuple(state),
+                    tuple(masks), output)  # fmt: skip
 
 
 #: Tensors the kernels store flat: name -> logical per-sample shape.
@@ -269,16 +352,13 @@ Layouts = dict[str, tuple[int, ...]]
 
 
 def _layouts(
-    forward: Sequence[BufferCode],
-    deltas: Sequence[BufferCode],
-    params: Sequence[ParamCode],
-    plans: Sequence[_Layer],
+    buffers: _Buffers, params: Sequence[ParamCode], plans: Sequence[_Layer]
 ) -> Layouts:
     """Buffers with several axes per sample are stored (values, batch) and
     parameters with more than two axes (first axis, the rest): the shapes the
     flat index is computed from."""
     out: Layouts = {}
-    for buffer in (*forward, *deltas):
+    for buffer in (*buffers.forward, *buffers.training, *buffers.deltas):
         if len(buffer.shape) > 1:
             out[buffer.name] = buffer.shape
     for plan in plans:
@@ -604,8 +684,22 @@ def _output_pass(d: Derivation, dtype: str, bias: str | None) -> list[str]:
 # ------------------------------------------------------------------ nests
 
 
+#: The batch size B of statements over a batch is the batch's valid rows.
+ROWS = sp.Symbol("rows", integer=True, positive=True)
+
+
+def _binding(plan: _Layer) -> dict[sp.Symbol, Any]:
+    return {**dict(plan.info.binding), B: ROWS}
+
+
 def _bind(expr: sp.Expr, plan: _Layer) -> sp.Expr:
-    return rename(sp.sympify(expr).xreplace(dict(plan.info.binding)), plan.names)
+    return rename(sp.sympify(expr).xreplace(_binding(plan)), plan.names)
+
+
+def _batch_extent(plan: _Layer, tensor: str) -> str:
+    """A batch statistic (and its adjoint) sums over the valid rows only: the
+    padded columns of a last batch must not enter the mean."""
+    return "rows" if plan.kind.tensor(tensor).role == "stat" else "cols"
 
 
 def _bound_extent(extent: sp.Expr, plan: _Layer) -> int:
@@ -642,7 +736,7 @@ def _statement_nest(
         op=st.op,
         batched=batched,
         ranges=_ranges(plan),
-        layouts=layouts,
+        layouts={**layouts, **plan.local_layouts},
     )
 
 
@@ -655,7 +749,7 @@ def _rule_nest(
     layouts: Layouts,
 ) -> Nest:
     names = {**plan.names, f"d{rule.seed}": plan.names[f"d{rule.seed}"]}
-    value = rename(sp.sympify(rule.value).xreplace(dict(plan.info.binding)), names)
+    value = rename(sp.sympify(rule.value).xreplace(_binding(plan)), names)
     return Nest(
         target=target,
         target_index=tuple(_bind(i, plan) for i in rule.target_index),
@@ -668,15 +762,16 @@ def _rule_nest(
         mode=mode,  # type: ignore[arg-type]
         batched=batched,
         ranges=_ranges(plan),
-        layouts=layouts,
+        layouts={**layouts, **plan.local_layouts},
     )
 
 
-def _fusable_bias(rule: AdjointRule) -> bool:
+def _fusable_bias(rule: AdjointRule, kind: LayerKind) -> bool:
     """An init rule ``db[f] += dz[f, ...]``: a sum of the seed over all its axes
     but a leading one, which the pass producing the seed can accumulate."""
     return (
         rule.term == "init"
+        and kind.tensor(rule.target).role == "param"
         and rule.partial == 1
         and len(rule.target_index) == 1
         and rule.target_index[0] == rule.seed_index[0]
@@ -717,7 +812,9 @@ def _forward_lines(
     batched: frozenset[str],
     transposed: frozenset[str],
     layouts: Layouts,
+    training: bool,
 ) -> list[str]:
+    """The forward pass of evaluation or of training (batch statistics, masks)."""
     lines: list[str] = []
     for plan in plans:
         info, kind = plan.info, plan.kind
@@ -728,14 +825,15 @@ def _forward_lines(
             )
             lines.append(f"a{info.index} = {plan.input}")
             continue
+        statements = kind.forward if training else _evaluation_statements(kind)
         pending_bias = None
         skip = set()
-        for position, st in enumerate(kind.forward):
+        for position, st in enumerate(statements):
             if position in skip:
                 continue
             nest = _statement_nest(st, plan, batched, layouts)
             comment = _comment(_statement_comment(st, plan), plan)
-            following = kind.forward[position + 1 : position + 2]
+            following = statements[position + 1 : position + 2]
             if st.op == "argmax" and following and _reads_the_maximum(following[0], st):
                 # the read through the argmax is the window's largest value,
                 # which the argmax loop has in hand: it stores it too
@@ -750,13 +848,35 @@ def _forward_lines(
             if plan.blas and st.op == "sum":
                 gemm = _contraction(Nest(**{**nest.__dict__, "init": sp.S.Zero}), "cols",
                                     transposed)  # fmt: skip
+            extent = _batch_extent(plan, st.target)
             if gemm is None:
-                lines += print_nest(nest, dtype, "cols", comment=comment)
+                lines += print_nest(nest, dtype, extent, comment=comment)
                 continue
             lines += [f"# {text}" for text in comment]
             lines.append(gemm)
-            if nest.init != 0:
-                pending_bias = code(nest.init, dtype)
+            if nest.init == 0:
+                continue
+            if value_reads(nest.init) and all(
+                kind.tensor(str(r.base.label)).role == "param"
+                for r in value_reads(st.init)
+            ):
+                pending_bias = code(nest.init, dtype)  # added in the activation pass
+            else:  # e.g. a residual read: its own pass, after the product
+                added = Nest(
+                    **{
+                        **nest.__dict__,
+                        "value": nest.init,
+                        "init": sp.S.Zero,
+                        "mode": "add",
+                        "loops": nest.loops[: len(st.index)],
+                    }
+                )
+                lines += print_nest(
+                    added,
+                    dtype,
+                    "cols",
+                    comment=[f"{nest.target} += {notation_text(nest.init)}"],
+                )
         if kind.activation:
             act = info.activation
             assert act is not None
@@ -764,6 +884,36 @@ def _forward_lines(
                 lines += _softmax_pass(plan, pending_bias)
             else:
                 lines += _activation_pass(plan, dtype, pending_bias)
+    return lines
+
+
+def _update_lines(
+    plans: Sequence[_Layer], dtype: str, batched: frozenset[str], layouts: Layouts
+) -> list[str]:
+    """_train: each layer's state updates (running statistics) after the training
+    forward, from the batch statistics it computed."""
+    lines: list[str] = []
+    for plan in plans:
+        for st in plan.kind.update:
+            nest = _statement_nest(st, plan, batched, layouts)
+            lines += print_nest(nest, dtype, "rows",
+                                comment=[_statement_comment(st, plan)])  # fmt: skip
+    return lines
+
+
+def _mask_lines(buffers: _Buffers) -> list[str]:
+    """_train: a batch's dropout masks, 1 with the keep probability, drawn from
+    the epoch's seeded generator (the padded columns' do not matter: their
+    output delta is 0)."""
+    lines: list[str] = []
+    for mask in buffers.masks:
+        size = math.prod(mask.shape)
+        lines += [
+            f"# {mask.name} = 1 with probability {mask.keep} (kept), else 0",
+            f"for q in range({size}):",
+            "    for i in range(cols):",
+            f"        {mask.name}[q, i] = 1.0 if np.random.random() < {mask.keep} else 0.0",
+        ]
     return lines
 
 
@@ -792,9 +942,12 @@ def _backward_lines(
     batched: frozenset[str],
     transposed: frozenset[str],
     layouts: Layouts,
+    shapes: dict[str, tuple[int, ...]],
 ) -> list[str]:
     out_plan = plans[-1]
-    out_bias = next((r for r in out_plan.kd.rules if _fusable_bias(r)), None)
+    out_bias = next(
+        (r for r in out_plan.kd.rules if _fusable_bias(r, out_plan.kind)), None
+    )
     fused = {id(out_bias)} if out_bias is not None else set()
     bias_name = out_plan.names[f"d{out_bias.target}"] if out_bias else None
     lines = _output_pass(d, dtype, bias_name)
@@ -813,12 +966,13 @@ def _backward_lines(
             if id(rule) in fused:
                 continue
             role = kind.tensor(rule.target).role
-            if role in ("input", "work") and plan.input_adjoint is None:
+            if role in ("input", "work", "stat") and plan.input_adjoint is None:
                 continue  # the network input needs no gradient (nor what feeds it)
+            target = plan.names[f"d{rule.target}"]
             if role == "input":
                 target = plan.input_adjoint
-            else:
-                target = plan.names[f"d{rule.target}"]
+            if not target:
+                continue  # a residual from the network input: no gradient
             mode = "add" if target in written else "assign"
             nest = _rule_nest(rule, plan, target, mode, batched, layouts)
             comment = _rule_comment(rule, plan, target)
@@ -828,30 +982,34 @@ def _backward_lines(
             else:
                 plain = all(isinstance(i, sp.Symbol) for i in nest.target_index)
                 if not plain and mode == "assign":
-                    buffer = _delta_shape(plans, target)
-                    lines += _zero_pass(target, buffer)
+                    lines += _zero_pass(target, shapes[target])
                     nest = Nest(**{**nest.__dict__, "mode": "add"})
-                lines += print_nest(nest, dtype, "cols", comment=[comment])
+                lines += print_nest(nest, dtype, _batch_extent(plan, rule.target),
+                                    comment=[comment])  # fmt: skip
             written.add(target)
+        if plan.input_adjoint and any(t.role == "stat" for t in kind.tensors):
+            # a batch statistic's adjoint reaches every column of the batch: the
+            # padded ones of a last batch must stay 0 for the layers below
+            lines += [
+                f"# the padded columns of {plan.input_adjoint} add nothing below",
+                f"for q in range({math.prod(plan.info.input_shape)}):",
+                "    for i in range(rows, cols):",
+                f"        {plan.input_adjoint}[q, i] = 0.0",
+            ]
         if plan.below is None:
             continue
         below = plans[plan.below - 1]
         if below.info.activation is None:
             continue
-        bias_rule = next((r for r in below.kd.rules if _fusable_bias(r)), None)
+        bias_rule = next(
+            (r for r in below.kd.rules if _fusable_bias(r, below.kind)), None
+        )
         bias = None
         if bias_rule is not None:
             fused.add(id(bias_rule))
             bias = below.names[f"d{bias_rule.target}"]
         lines += _derivative_pass(below, dtype, bias)
     return lines
-
-
-def _delta_shape(plans: Sequence[_Layer], name: str) -> tuple[int, ...]:
-    for plan in plans:
-        if f"delta{plan.info.index}" == name:
-            return plan.info.output_shape
-    raise KeyError(name)
 
 
 def _rule_comment(rule: AdjointRule, plan: _Layer, target: str) -> str:
@@ -865,7 +1023,7 @@ def _rule_comment(rule: AdjointRule, plan: _Layer, target: str) -> str:
         text = gather_text(bound_gather(form, plan.info), names)
         return text + ("   (summed over the batch)" if param else "")
     index = [_bind(i, plan) for i in rule.target_index]
-    value = rename(sp.sympify(rule.value).xreplace(dict(plan.info.binding)), names)
+    value = rename(sp.sympify(rule.value).xreplace(_binding(plan)), names)
     loops = ", ".join(str(s) for s, _ in rule.loops)
     head = notation_text(sp.IndexedBase(target)[tuple(index)])
     return f"{head} += {notation_text(value)}   (scattered over {loops})"
@@ -943,6 +1101,23 @@ def _task(d: Derivation) -> tuple[str, str]:
 # ------------------------------------------------------------------- entry
 
 
+def _signature(*groups: Sequence[str]) -> str:
+    return ", ".join(name for group in groups for name in group)
+
+
+def _min_training_rows(plans: Sequence[_Layer]) -> int:
+    """2 when a batch statistic would be over single values with one row (torch
+    refuses a training batch of one row for batch norm of a feature vector)."""
+    for plan in plans:
+        for tensor in plan.kind.tensors:
+            if tensor.role == "stat":
+                binding = dict(plan.info.binding)
+                view = [int(sp.sympify(e).xreplace(binding)) for e in plan.kind.input]
+                if math.prod(view[1:]) == 1:
+                    return 2
+    return 1
+
+
 def lower(derivation: Derivation) -> CodeModel:
     """Decide everything the templates print for ``derivation``."""
     d = derivation
@@ -952,25 +1127,30 @@ def lower(derivation: Derivation) -> CodeModel:
     out_act = d.layers[-1].activation
     assert out_act is not None
     softmax = out_act.kind == "softmax"
-    forward_buffers, delta_buffers, output = _buffers(plans, softmax)
+    buffers = _buffers(plans, softmax)
     params = _params(d)
     batched = frozenset(
         [
             "XT",
             "YT",
-            *(b.name for b in forward_buffers),
-            *(b.name for b in delta_buffers),
+            *(b.name for b in (*buffers.forward, *buffers.training, *buffers.deltas)
+              if b.kind != "stat"),
         ]
         + [f"a{p.info.index}" for p in plans if p.kind.view]
         + [f"delta{p.info.index}" for p in plans if p.kind.view]
-    )
+    )  # fmt: skip
     input_rows = plans[0].blas
     transposed = frozenset(["XT"]) if input_rows else frozenset()
-    layouts = _layouts(forward_buffers, delta_buffers, params, plans)
-    forward = _forward_lines(plans, dtype, batched, transposed, layouts)
-    backward = _backward_lines(d, plans, dtype, batched, transposed, layouts)
+    layouts = _layouts(buffers, params, plans)
+    forward = _forward_lines(plans, dtype, batched, transposed, layouts, training=False)
+    training_forward = _forward_lines(
+        plans, dtype, batched, transposed, layouts, training=True
+    )
+    shapes = {b.name: b.shape for b in buffers.deltas}
+    backward = _backward_lines(d, plans, dtype, batched, transposed, layouts, shapes)
+    update = _update_lines(plans, dtype, batched, layouts)
     loss = _loss_lines(d, dtype)
-    text = "\n".join([*forward, *backward, *loss])
+    text = "\n".join([*forward, *training_forward, *backward, *update, *loss])
     helpers = helpers_called(text)
     uses_gemm = "_xxgemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
@@ -978,6 +1158,13 @@ def lower(derivation: Derivation) -> CodeModel:
     acts = ", ".join(
         layer.activation.label for layer in spec.layers if layer.activation is not None
     )
+    param_names = [p.name for p in params]
+    grad_names = [f"grad_{p.name}" for p in params]
+    state_names = [b.name for b in buffers.state]
+    forward_names = [b.name for b in buffers.forward]
+    training_names = [b.name for b in buffers.training]
+    delta_names = [b.name for b in buffers.deltas]
+    input_arg = "X" if len(spec.input_shape) == 1 else "XT"
     return CodeModel(
         name=spec.name,
         generator_version=__version__,
@@ -991,16 +1178,59 @@ def lower(derivation: Derivation) -> CodeModel:
         n_input=spec.n_inputs,
         n_output=d.layers[-1].n_out,
         params=params,
-        forward_buffers=forward_buffers,
-        delta_buffers=delta_buffers,
-        output_buffer=output,
+        state=buffers.state,
+        masks=buffers.masks,
+        forward_buffers=buffers.forward,
+        training_buffers=buffers.training,
+        delta_buffers=buffers.deltas,
+        output_buffer=buffers.output,
+        min_training_rows=_min_training_rows(plans),
         input_rows=input_rows,
-        input_arg="X" if len(spec.input_shape) == 1 else "XT",
-        param_names=tuple(p.name for p in params),
-        forward_names=tuple(b.name for b in forward_buffers),
-        delta_names=tuple(b.name for b in delta_buffers),
-        grad_names=tuple(f"grad_{p.name}" for p in params),
+        input_arg=input_arg,
+        forward_signature=_signature(
+            param_names, [input_arg], state_names, forward_names
+        ),
+        evaluate_signature=_signature(
+            param_names, [input_arg, "Y"], state_names, forward_names
+        ),
+        gradients_signature=_signature(
+            param_names,
+            [input_arg, "Y"],
+            forward_names,
+            training_names,
+            delta_names,
+            grad_names,
+        ),  # fmt: skip
+        train_signature=_signature(
+            param_names,
+            [
+                "theta",
+                "grad",
+                "slots",
+                "X_all",
+                "Y_all",
+                "order",
+                "shuffle",
+                "seed",
+                "first_epoch",
+                "lrs",
+                "batch_size",
+                "clip_norm",
+                "hyper",
+                "step",
+                "totals",
+            ],
+            grad_names,
+            ["XT", "YT"],
+            forward_names,
+            training_names,
+            delta_names,
+            state_names,
+        ),  # fmt: skip
         forward_code="\n".join(forward),
+        training_forward_code="\n".join(training_forward),
+        update_code="\n".join(update),
+        mask_code="\n".join(_mask_lines(buffers)),
         loss_code="\n".join(loss),
         backward_code="\n".join(backward),
         gather_code="\n".join(_gather_lines(d)),

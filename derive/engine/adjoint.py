@@ -139,6 +139,8 @@ def _read_guards(
     for index, extent in zip(read.indices, shape, strict=True):
         if isinstance(index, sp.Symbol) and extents.get(index) == extent:
             continue
+        if index.is_Integer and index >= 0 and sp.sympify(extent - index).is_positive:
+            continue  # a constant position inside the axis
         guards.append(Guard(index, extent))
     return tuple(guards)
 
@@ -172,7 +174,8 @@ def derive_rules(kind: LayerKind) -> tuple[AdjointRule, ...]:
     """Every backward rule of ``kind``: for each statement, last first, and each
     read of a float tensor in it, the scatter accumulation (module docstring)."""
     shapes = {t.name: t.shape for t in kind.tensors}
-    integer = {t.name for t in kind.tensors if t.role == "index"}
+    # integer tensors, masks and module state carry no gradient
+    integer = {t.name for t in kind.tensors if t.role in ("index", "mask", "state")}
     rules: list[AdjointRule] = []
     for position in reversed(range(len(kind.forward))):
         statement = kind.forward[position]

@@ -29,6 +29,7 @@ import sympy as sp
 
 from ..errors import DerivationError
 from ..layers import LAYER_KINDS, LayerKind
+from ..layers.ir import B
 from ..ops import Activation, Loss
 from ..spec import Spec
 from .adjoint import AdjointRule, GatherRule, derive_rules, gather
@@ -42,7 +43,7 @@ from .simplify import (
     introduce_sigmoid,
     introduce_softplus,
 )
-from .transforms import im2col
+from .transforms import im2col, with_residual
 
 # The scalar symbols every elementwise formula is written in.
 Z = sp.Symbol("z", real=True)
@@ -142,6 +143,8 @@ class LayerInfo:
     #: the same kind as im2col + a matrix product (convolutions), derived too;
     #: the lowering picks one of the two forms per layer
     im2col: KindDerivation | None = None
+    #: a residual connection: the layer whose output is added (0: the input)
+    residual: int | None = None
 
     @property
     def n_in(self) -> int:
@@ -500,6 +503,10 @@ def _softmax_head(
 # ---------------------------------------------------------------------- layers
 
 
+#: The batch size of the numeric checks of statements that reduce over a batch.
+CHECK_BATCH = 3
+
+
 @functools.lru_cache(maxsize=64)
 def derive_kind(kind: LayerKind) -> KindDerivation:
     """A layer kind's backward rules, their gather forms, and the numeric check
@@ -509,7 +516,7 @@ def derive_kind(kind: LayerKind) -> KindDerivation:
     gathers = tuple(gather(r, kind.tensor(r.target).shape, taken) for r in rules)
     worst = 0.0
     for attrs, input_shape in kind.checks:
-        binding = kind.binding(attrs, input_shape)
+        binding = {**kind.binding(attrs, input_shape), B: CHECK_BATCH}
         for rule, form in zip(rules, gathers, strict=True):
             error = check_gather([rule], form, kind, binding)
             if not error <= 1e-9:
@@ -529,14 +536,16 @@ def derive(spec: Spec) -> Derivation:
     """Derive every expression the spec's network needs (see module docstring)."""
     layers = []
     shape = spec.input_shape
-    kinds: dict[str, KindDerivation] = {}
+    kinds: dict[int, KindDerivation] = {}
     n_layers = len(spec.layers)
     for idx, layer in enumerate(spec.layers):
-        kind = LAYER_KINDS[layer.kind]
-        if kind.name not in kinds:
-            kinds[kind.name] = derive_kind(kind)
+        kind = LAYER_KINDS[layer.kind].resolve(dict(layer.attrs))
+        if layer.residual is not None:
+            kind = with_residual(kind)
+        if id(kind) not in kinds:
+            kinds[id(kind)] = derive_kind(kind)
         binding = kind.binding(dict(layer.attrs), shape)
-        out_shape = kind.bound_output_shape(binding)
+        out_shape = kind.bound_output_shape(binding, shape)
         act = None
         if layer.activation is not None:
             op = spec.activation_def(idx)
@@ -545,7 +554,7 @@ def derive(spec: Spec) -> Derivation:
         layers.append(
             LayerInfo(
                 index=idx + 1,
-                kind=kinds[kind.name],
+                kind=kinds[id(kind)],
                 attrs=layer.attrs,
                 binding=tuple(sorted(binding.items(), key=lambda kv: str(kv[0]))),
                 input_shape=shape,
@@ -553,6 +562,7 @@ def derive(spec: Spec) -> Derivation:
                 activation=act,
                 is_output=idx == n_layers - 1,
                 im2col=derive_kind(windows) if windows is not None else None,
+                residual=layer.residual,
             )
         )
         shape = out_shape

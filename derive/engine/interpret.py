@@ -200,18 +200,21 @@ def check_gather(
     is 0 in both forms.
     """
     rng = np.random.default_rng(seed)
-    concrete = {s: int(v) for s, v in binding.items()}
+    concrete = dict(binding)
     shapes = {
         t.name: tuple(int(_bind(e, concrete)) for e in t.shape) for t in kind.tensors
     }
     arrays: dict[str, np.ndarray] = {}
     for tensor in kind.tensors:
+        shape = shapes[tensor.name]
         if tensor.role == "index":
             statement = next(s for s in kind.forward if s.target == tensor.name)
             size = math.prod(int(_bind(e, concrete)) for _, e in statement.reduce)
-            arrays[tensor.name] = rng.integers(0, size, shapes[tensor.name])
-        else:
-            arrays[tensor.name] = rng.normal(size=shapes[tensor.name])
+            arrays[tensor.name] = rng.integers(0, size, shape)
+        elif tensor.role == "mask":
+            arrays[tensor.name] = rng.integers(0, 2, shape).astype(float)
+        else:  # positive: statistics such as a variance go under a square root
+            arrays[tensor.name] = rng.uniform(0.5, 1.5, shape)
     for rule in rules:
         arrays[f"d{rule.seed}"] = rng.normal(size=shapes[rule.seed])
     scatter = run_rules(kind, rules, concrete, arrays)[f"d{form.target}"]

@@ -57,7 +57,7 @@ def adjoint_names(kind: LayerKind, index: int, previous_adjoint: str) -> dict[st
             names[tensor.name] = f"delta{index}"
         elif tensor.role == "param":
             names[tensor.name] = f"grad_{tensor.name}{index}"
-        elif tensor.role == "work":
+        elif tensor.role in ("work", "stat"):
             names[tensor.name] = f"d{tensor.name}{index}"
     return names
 
@@ -345,6 +345,9 @@ def layer_names(layer: LayerInfo, kind: LayerKind | None = None) -> dict[str, st
     names = tensor_names(kind, layer.index, previous)
     adjoints = adjoint_names(kind, layer.index, f"da{layer.index - 1}")
     names.update({f"d{k}": v for k, v in adjoints.items()})
+    if layer.residual is not None:
+        names["r"] = f"a{layer.residual}"
+        names["dr"] = f"da{layer.residual}"
     return names
 
 

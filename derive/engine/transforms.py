@@ -86,3 +86,41 @@ def im2col(kind: LayerKind) -> LayerKind | None:
         torch=kind.torch,
         checks=kind.checks,
     )
+
+
+#: The name of the tensor a residual connection adds.
+RESIDUAL = "r"
+
+
+@functools.lru_cache(maxsize=64)
+def with_residual(kind: LayerKind) -> LayerKind:
+    """The kind with a residual connection: a tensor ``r`` of the output's shape
+    added to the output statement (before the activation), ``z[I] = init +
+    r[I] + sum ...``. Reading ``r`` gives the engine a rule ``dr[I] += dz[I]``:
+    the adjoint of a tensor read twice is the sum of both contributions."""
+    statements = list(kind.forward)
+    position = next(n for n, st in enumerate(statements) if st.target == kind.output)
+    st = statements[position]
+    shape = kind.tensor(kind.output).shape
+    added = sp.IndexedBase(RESIDUAL)[st.index]
+    statements[position] = Statement(
+        st.target, st.index, st.body, st.init + added, st.reduce, st.op, st.outside
+    )
+    return LayerKind(
+        name=kind.name,
+        doc=f"{kind.name} with a residual connection",
+        params=kind.params,
+        input=kind.input,
+        rank=kind.rank,
+        bind=kind.bind,
+        sizes=kind.sizes,
+        tensors=(*kind.tensors, TensorDef(RESIDUAL, "residual", shape)),
+        forward=tuple(statements),
+        output=kind.output,
+        output_shape=kind.output_shape,
+        activation=kind.activation,
+        fan_in=kind.fan_in,
+        fan_out=kind.fan_out,
+        torch=kind.torch,
+        checks=kind.checks,
+    )

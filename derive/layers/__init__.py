@@ -11,8 +11,10 @@ from collections.abc import Mapping
 
 from .conv import CONV1D, CONV2D
 from .dense import DENSE
+from .dropout import DROPOUT
 from .flatten import FLATTEN
 from .ir import LayerKind, Param, Statement, TensorDef
+from .norm import BATCH_NORM, LAYER_NORM
 from .pool import AVG_POOL1D, AVG_POOL2D, MAX_POOL1D, MAX_POOL2D
 
 #: The layer kinds by name.
@@ -27,6 +29,9 @@ LAYER_KINDS: Mapping[str, LayerKind] = {
         AVG_POOL1D,
         AVG_POOL2D,
         FLATTEN,
+        DROPOUT,
+        BATCH_NORM,
+        LAYER_NORM,
     )
 }
 

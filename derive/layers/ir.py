@@ -57,28 +57,45 @@ class Param:
         return self.default is None and self.default_from is None
 
 
-Role = Literal["input", "param", "output", "index", "work"]
+Role = Literal[
+    "input", "residual", "param", "output", "index", "work", "stat", "state", "mask"
+]
+
+#: The number of samples in a batch (the valid rows of a padded last batch), for
+#: statements that reduce over the batch (batch norm's statistics).
+B = sp.Symbol("B", integer=True, positive=True)
 
 
 @dataclass(frozen=True)
 class TensorDef:
     """A tensor of a layer kind: its name in the statements, role and shape.
 
-    ``role``: "input", "param", "output", "index" (an integer work tensor, such
-    as pooling's argmax) or "work" (a float intermediate, such as im2col's
-    windows). ``shape`` holds SymPy expressions of the kind's symbols, per
-    sample: every tensor but a parameter has a trailing batch axis besides. ``init`` (parameters): "weight" (Glorot or He from the
-    kind's fan-in, by the activation) or "zeros".
+    ``role``: "input", "residual" (an earlier layer's output added by a
+    residual connection), "param", "output", "index" (an integer work tensor, such
+    as pooling's argmax), "work" (a float intermediate, such as im2col's
+    windows), "stat" (a statistic over the batch, such as batch norm's mean),
+    "state" (module state that training updates but the optimizer never
+    touches: running statistics) or "mask" (a 0/1 tensor drawn in training, kept
+    with probability ``keep``: dropout). ``shape`` holds SymPy expressions of the
+    kind's symbols, per sample: inputs, outputs, index, work and mask tensors have
+    a trailing batch axis besides (``batched``). ``init`` (parameters and state):
+    "weight" (Glorot or He from the kind's fan-in, by the activation), "zeros"
+    or "ones".
     """
 
     name: str
     role: Role
     shape: tuple[sp.Expr, ...]
-    init: Literal["weight", "zeros"] | None = None
+    init: Literal["weight", "zeros", "ones"] | None = None
+    keep: sp.Expr | None = None
 
     @property
     def base(self) -> sp.IndexedBase:
         return sp.IndexedBase(self.name)
+
+    @property
+    def batched(self) -> bool:
+        return self.role in ("input", "residual", "output", "index", "work", "mask")
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,13 @@ class LayerKind:
     initialisation; ``fan_out`` the fan-out (Glorot). ``activation``: whether
     the layer takes an activation (dense and conv do, pooling does not).
     ``view``: the output is the input's memory in another shape (flatten), so no
-    statement and no code.
+    statement and no code. ``shape_of``: for kinds that take any input shape and
+    give it back (normalization, dropout), how the statements see it: "channels"
+    as (C, R), C the first axis and R the rest flattened (a feature vector: R =
+    1); "features" as (N,), all of it. ``evaluate``: the statements of
+    evaluation mode, when they differ from the training ``forward`` (batch norm
+    reads its running statistics, dropout is the identity); ``update``: the
+    statements that update state tensors after each training forward.
     """
 
     name: str
@@ -143,6 +166,12 @@ class LayerKind:
     fan_in: sp.Expr = sp.S.One
     fan_out: sp.Expr = sp.S.One
     view: bool = False
+    shape_of: Literal["channels", "features"] | None = None
+    evaluate: tuple[Statement, ...] | None = None
+    update: tuple[Statement, ...] = ()
+    #: (attribute, value, kind): the kind a layer with that attribute value is
+    #: (batch norm without its affine parameters)
+    variants: tuple[tuple[str, Any, LayerKind], ...] = ()
     #: pooling: padding may be at most half the kernel (torch's rule)
     padding_at_most_half_kernel: bool = False
     torch: str = ""  # the torch.nn module with the same semantics, for docs and tests
@@ -160,6 +189,13 @@ class LayerKind:
     def param_tensors(self) -> tuple[TensorDef, ...]:
         return tuple(t for t in self.tensors if t.role == "param")
 
+    def resolve(self, attrs: Mapping[str, Any]) -> LayerKind:
+        """The definition a layer with these attribute values uses."""
+        for name, value, kind in self.variants:
+            if attrs.get(name) == value:
+                return kind
+        return self
+
     def label(self, attrs: Mapping[str, Any]) -> str:
         """``conv2d(filters=8, kernel=3x3, ...)``: the kind with attribute values."""
         if not self.params:
@@ -173,26 +209,43 @@ class LayerKind:
 
     def binding(
         self, attrs: Mapping[str, Any], input_shape: tuple[int, ...]
-    ) -> dict[sp.Symbol, int]:
-        """Every symbol of the kind as an int, for a layer with canonical
+    ) -> dict[sp.Symbol, Any]:
+        """Every symbol of the kind as a number, for a layer with canonical
         ``attrs`` (sizes as one int per spatial axis) and a per-sample input
-        shape: attributes, input sizes, then the derived sizes."""
+        shape: attributes (ints, or floats), input sizes,
+        then the derived sizes. The batch size B stays a symbol."""
         if self.view:
             (size,) = self.output_shape
             return {size: math.prod(input_shape)}
-        values: dict[sp.Symbol, int] = {}
+        values: dict[sp.Symbol, Any] = {}
+        if self.shape_of == "channels":
+            input_shape = (input_shape[0], math.prod(input_shape[1:]))
+        elif self.shape_of == "features":
+            input_shape = (math.prod(input_shape),)
+        types = {p.name: p.type for p in self.params}
         for symbol, (name, axis) in self.bind.items():
             value = attrs[name]
-            values[symbol] = int(value[axis] if axis is not None else value)
+            value = value[axis] if axis is not None else value
+            values[symbol] = sp.Float(value) if types[name] == "float" else int(value)
         for symbol, size in zip(self.input, input_shape, strict=True):
             values[symbol] = int(size)
         for symbol, formula in self.sizes.items():
             values[symbol] = int(formula.xreplace(values))
         return values
 
-    def bound_output_shape(self, binding: Mapping[sp.Symbol, int]) -> tuple[int, ...]:
-        """The per-sample output shape under ``binding``."""
+    def bound_output_shape(
+        self, binding: Mapping[sp.Symbol, int], input_shape: tuple[int, ...] = ()
+    ) -> tuple[int, ...]:
+        """The per-sample output shape under ``binding`` (a kind with
+        ``shape_of`` gives back its input's shape)."""
+        if self.shape_of is not None:
+            return tuple(input_shape)
         return tuple(int(sp.sympify(e).xreplace(binding)) for e in self.output_shape)
+
+    @property
+    def training_only(self) -> bool:
+        """Whether training and evaluation run different statements."""
+        return self.evaluate is not None
 
 
 def integer_symbols(names: str) -> tuple[sp.Symbol, ...]:

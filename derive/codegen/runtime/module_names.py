@@ -29,8 +29,16 @@ _PARAMS: tuple[tuple[str, tuple[int, ...], str, float], ...] = ()
 #: (name, per-sample shape, "float" | "int") of the forward pass's work buffers,
 #: in the kernels' argument order; the batch axis comes last
 _FORWARD_BUFFERS: tuple[tuple[str, tuple[int, ...], str], ...] = ()
-#: (name, per-sample shape) of the backward pass's adjoint buffers
-_DELTA_BUFFERS: tuple[tuple[str, tuple[int, ...]], ...] = ()
+#: what only the training forward uses: batch statistics, normalized values, masks
+_TRAINING_BUFFERS: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+#: (name, per-sample shape, kind) of the backward pass's adjoint buffers
+_DELTA_BUFFERS: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+#: (name, shape, "zeros" | "ones"): running statistics, updated by fit
+_STATE: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+#: (name, per-sample shape, keep probability) of each dropout mask
+_MASKS: tuple[tuple[str, tuple[int, ...], float], ...] = ()
+#: the fewest rows of a training batch (2 with batch norm of single values)
+_MIN_TRAINING_ROWS = 1
 #: position in _FORWARD_BUFFERS of the network's output
 _OUTPUT_BUFFER = 0
 #: a BLAS first layer reads the batch row by row (the transpose of a row-major

@@ -1,0 +1,181 @@
+"""Normalization: batch_norm and layer_norm, with torch's semantics.
+
+Both are written as named stages (mean, centred values, variance, normalized
+values, scale and shift), so the engine derives each stage's backward and the
+variance is computed two-pass (from the centred values, never E[x^2] - mu^2).
+
+* **batch_norm** (torch.nn.BatchNorm1d/2d): statistics over the batch and, after
+  a convolution, over each channel's positions; the statements see the input as
+  (C, R): C channels (a feature vector's features) of R positions each. Training
+  normalizes with the batch's (biased) variance and updates the running
+  statistics with the unbiased one (momentum 0.1 by default); evaluation
+  normalizes with the running statistics.
+* **layer_norm** (torch.nn.LayerNorm over a sample's whole shape): statistics
+  over the features of one sample, the same in training and evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy as sp
+
+from .ir import B, LayerKind, Param, Statement, TensorDef, integer_symbols, size_symbols
+
+c, r, k, o = integer_symbols("c r k o")
+C, R, N = size_symbols("C R N")
+eps, momentum = sp.symbols("epsilon momentum", positive=True)
+x, y = sp.IndexedBase("x"), sp.IndexedBase("y")
+mean, xc, var, xhat = (sp.IndexedBase(n) for n in ("mean", "xc", "var", "xhat"))
+gamma, beta = sp.IndexedBase("gamma"), sp.IndexedBase("beta")
+running_mean, running_var = (
+    sp.IndexedBase("running_mean"),
+    sp.IndexedBase("running_var"),
+)
+
+_EPS = Param("eps", "float", "added to the variance", default=1e-5, minimum=0.0)
+
+# ------------------------------------------------------------------ batch_norm
+_count = B * R  # values per channel in a batch
+_BN_STATS = (
+    Statement("mean", (c,), body=x[c, r] / _count, reduce=((r, R),)),
+    Statement("xc", (c, r), body=x[c, r] - mean[c]),
+    Statement("var", (c,), body=xc[c, r] ** 2 / _count, reduce=((r, R),)),
+    Statement("xhat", (c, r), body=xc[c, r] / sp.sqrt(var[c] + eps)),
+)
+_BN_UPDATE = (
+    Statement(
+        "running_mean", (c,), body=(1 - momentum) * running_mean[c] + momentum * mean[c]
+    ),
+    # torch: the running variance is the unbiased one
+    Statement(
+        "running_var",
+        (c,),
+        body=(1 - momentum) * running_var[c]
+        + momentum * var[c] * _count / (_count - 1),
+    ),
+)
+_BN_TENSORS = (
+    TensorDef("x", "input", (C, R)),
+    TensorDef("mean", "stat", (C,)),
+    TensorDef("xc", "work", (C, R)),
+    TensorDef("var", "stat", (C,)),
+    TensorDef("xhat", "work", (C, R)),
+    TensorDef("y", "output", (C, R)),
+    TensorDef("running_mean", "state", (C,), init="zeros"),
+    TensorDef("running_var", "state", (C,), init="ones"),
+)
+_BN_PARAMS = (
+    _EPS,
+    Param(
+        "momentum",
+        "float",
+        "weight of the batch in the running statistics",
+        default=0.1,
+        minimum=0.0,
+        below=1.0,
+    ),  # fmt: skip
+    Param(
+        "affine",
+        "bool",
+        "learn a scale gamma and a shift beta per channel",
+        default=True,
+    ),  # fmt: skip
+)
+_BN_BIND = {eps: ("eps", None), momentum: ("momentum", None)}
+_BN_CHECKS = (({"eps": 1e-5, "momentum": 0.1, "affine": True}, (3, 2)),)
+
+
+def _batch_norm(affine: bool) -> LayerKind:
+    scaled = gamma[c] * xhat[c, r] + beta[c] if affine else xhat[c, r]
+    at_running = (x[c, r] - running_mean[c]) / sp.sqrt(running_var[c] + eps)
+    evaluated = gamma[c] * at_running + beta[c] if affine else at_running
+    params = (
+        (TensorDef("gamma", "param", (C,), init="ones"),
+         TensorDef("beta", "param", (C,), init="zeros"))
+        if affine
+        else ()
+    )  # fmt: skip
+    return LayerKind(
+        name="batch_norm",
+        doc="y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over the batch "
+        "per channel (running statistics in evaluation)",
+        params=_BN_PARAMS,
+        input=(C, R),
+        rank=None,
+        bind=_BN_BIND,
+        sizes={},
+        tensors=(*_BN_TENSORS, *params),
+        forward=(*_BN_STATS, Statement("y", (c, r), body=scaled)),
+        evaluate=(Statement("y", (c, r), body=evaluated),),
+        update=_BN_UPDATE,
+        output="y",
+        output_shape=(C, R),
+        shape_of="channels",
+        torch="torch.nn.BatchNorm1d / BatchNorm2d",
+        checks=_BN_CHECKS,
+    )
+
+
+BATCH_NORM_PLAIN = _batch_norm(affine=False)
+BATCH_NORM = replace(
+    _batch_norm(affine=True), variants=(("affine", False, BATCH_NORM_PLAIN),)
+)
+
+# ------------------------------------------------------------------ layer_norm
+_LN_TENSORS = (
+    TensorDef("x", "input", (N,)),
+    TensorDef("mean", "work", (1,)),
+    TensorDef("xc", "work", (N,)),
+    TensorDef("var", "work", (1,)),
+    TensorDef("xhat", "work", (N,)),
+    TensorDef("y", "output", (N,)),
+)
+_LN_STATS = (
+    Statement("mean", (o,), body=x[k] / N, reduce=((k, N),)),
+    Statement("xc", (k,), body=x[k] - mean[0]),
+    Statement("var", (o,), body=xc[k] ** 2 / N, reduce=((k, N),)),
+    Statement("xhat", (k,), body=xc[k] / sp.sqrt(var[0] + eps)),
+)
+
+
+def _layer_norm(affine: bool) -> LayerKind:
+    scaled = gamma[k] * xhat[k] + beta[k] if affine else xhat[k]
+    params = (
+        (TensorDef("gamma", "param", (N,), init="ones"),
+         TensorDef("beta", "param", (N,), init="zeros"))
+        if affine
+        else ()
+    )  # fmt: skip
+    return LayerKind(
+        name="layer_norm",
+        doc="y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over the "
+        "features of each sample",
+        params=(
+            _EPS,
+            Param(
+                "elementwise_affine",
+                "bool",
+                "learn a scale and a shift per feature",
+                default=True,
+            ),
+        ),  # fmt: skip
+        input=(N,),
+        rank=None,
+        bind={eps: ("eps", None)},
+        sizes={},
+        tensors=(*_LN_TENSORS, *params),
+        forward=(*_LN_STATS, Statement("y", (k,), body=scaled)),
+        output="y",
+        output_shape=(N,),
+        shape_of="features",
+        torch="torch.nn.LayerNorm(normalized_shape = the sample's shape)",
+        checks=(({"eps": 1e-5, "elementwise_affine": True}, (4,)),),
+    )
+
+
+LAYER_NORM_PLAIN = _layer_norm(affine=False)
+LAYER_NORM = replace(
+    _layer_norm(affine=True),
+    variants=(("elementwise_affine", False, LAYER_NORM_PLAIN),),
+)
