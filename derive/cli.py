@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "explain",
         help="print the derivation of a spec, layer by layer "
-        "(with --weights and --data: with the numbers of one sample)",
+        "(with --weights and --data: with the numbers of one sample or batch)",
     )
     p.add_argument("spec", type=Path, help="TOML spec file")
     p.add_argument("--format", choices=["text", "latex", "markdown"], default="text")
@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="target column(s) of a CSV (default: the last)")
     p.add_argument(
         "--sample", type=_row_number, default=0, help="row of --data (from 0)"
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        help="work through this many rows from --sample as one batch (default 1; "
+        "4 for a network with batch norm, whose statistics are the batch's)",
     )
 
     p = sub.add_parser("generate", help="write the spec's standalone Numba module")
@@ -164,12 +170,30 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             f"({table.X.shape[0]} rows, numbered from 0); pick a smaller row"
         )
     i = args.sample
-    Y = network.encode_targets(table.y[i : i + 1])
+    coupled = any(layer.kind == "batch_norm" for layer in spec.layers)
+    rows = args.batch if args.batch is not None else 4 if coupled else 1
+    if coupled and rows < 2:
+        raise DeriveError(
+            "batch norm normalizes over the batch: a worked example needs "
+            "--batch 2 or more rows"
+        )
+    rows = min(rows, table.X.shape[0] - i)
+    if coupled and rows < 2:
+        raise DeriveError(
+            f"batch norm needs two or more rows from --sample {i}; {args.data} has "
+            f"{table.X.shape[0]} rows: pick an earlier --sample"
+        )
+    Y = network.encode_targets(table.y[i : i + rows])
     params = [p.astype("float64") for p in network.params]
     try:
-        example = worked_example(spec, params, table.X[i], Y[0], sample=i)
+        if rows == 1 and args.batch is None:
+            example = worked_example(spec, params, table.X[i], Y[0], sample=i)
+        else:
+            X = table.X[i : i + rows].reshape(rows, -1)
+            example = worked_example(spec, params, X, Y, sample=i)
     except ValueError as exc:
-        raise DeriveError(f"cannot work through sample {i}: {exc}") from None
+        which = f"sample {i}" if rows == 1 else f"rows {i}..{i + rows - 1}"
+        raise DeriveError(f"cannot work through {which}: {exc}") from None
     print(example.render(args.format))
     return 0
 

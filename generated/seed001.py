@@ -942,9 +942,13 @@ def _check_training_rows(rows):
 
 def _masks(masks, rows):
     """Dropout masks for loss_and_grad: the given ones (one (rows, *shape) array
-    of 0s and 1s per dropout layer, in layer order), else all ones: no dropout."""
+    of 0s and 1s per dropout layer, in layer order), else no dropout: every
+    mask holds the keep probability, so that mask / keep is 1 (to a rounding)."""
     if masks is None:
-        return [np.ones(_stored(shape, rows), dtype=DTYPE) for _, shape, _ in _MASKS]
+        return [
+            np.full(_stored(shape, rows), keep, dtype=DTYPE)
+            for _, shape, keep in _MASKS
+        ]
     if not isinstance(masks, list | tuple) or len(masks) != len(_MASKS):
         raise ValueError(
             f"masks must be a list of {len(_MASKS)} arrays, one per dropout layer"

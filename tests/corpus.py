@@ -110,6 +110,77 @@ CNN_CORPUS = {
 }
 
 
+#: Networks with training-time layers (batch norm, layer norm, dropout, residual
+#: connections), as spec dicts (the torch and NumPy references read them): a
+#: feature vector with batch norm, dropout and a residual block; images with
+#: batch norm per channel, layer norm and a residual dense layer; a signal with
+#: the norms' plain (affine-free) variants and a residual from an earlier layer.
+TRAINING_CORPUS: dict[str, dict[str, Any]] = {
+    # a feature vector: batch norm per feature, dropout, a residual block
+    "vector_bn_dropout_residual": {
+        "name": "vector_norms",
+        "input": 6,
+        "layers": [
+            {"units": 5, "activation": "tanh"},
+            {"kind": "batch_norm"},
+            {"kind": "dropout", "p": 0.25},
+            {"units": 5, "activation": "relu", "residual": True},
+            {"units": 3, "activation": "softmax"},
+        ],
+        "loss": {"name": "cross_entropy"},
+    },
+    # images: batch norm per channel (momentum 0.2), layer norm over a sample,
+    # a residual dense layer
+    "conv_bn_ln_residual": {
+        "name": "conv_norms",
+        "input": [2, 6, 6],
+        "layers": [
+            {
+                "kind": "conv2d",
+                "filters": 3,
+                "kernel": 3,
+                "padding": 1,
+                "activation": "relu",
+            },
+            {"kind": "batch_norm", "momentum": 0.2},
+            {"kind": "max_pool2d", "kernel": 2},
+            {"kind": "layer_norm"},
+            {"kind": "flatten"},
+            {"units": 4, "activation": "tanh"},
+            {"units": 4, "activation": "identity", "residual": True},
+        ],
+        "loss": {"name": "mse"},
+    },
+    # no affine parameters; a residual from an earlier layer (layer 1's output)
+    "signal_plain_norms": {
+        "name": "plain_norms",
+        "input": [2, 40],
+        "layers": [
+            {
+                "kind": "conv1d",
+                "filters": 2,
+                "kernel": 3,
+                "padding": 1,
+                "activation": "tanh",
+            },
+            {"kind": "batch_norm", "affine": False, "eps": 1e-3},
+            {
+                "kind": "conv1d",
+                "filters": 2,
+                "kernel": 3,
+                "padding": 1,
+                "activation": "identity",
+                "residual": 1,
+            },
+            {"kind": "layer_norm", "elementwise_affine": False},
+            {"kind": "flatten"},
+            {"units": 2, "activation": "identity"},
+        ],
+        "loss": {"name": "mse"},
+    },
+}
+
+
 def _label(x: Any) -> str:
     if isinstance(x, str):
         return x

@@ -205,11 +205,10 @@ def loss_and_grad(
             z, cache = layer_norm_train(a, gamma, beta, eps)
         elif kind == "dropout":
             keep = 1.0 - layer.get("p", 0.5)
-            mask = np.ones_like(a)
+            cache = np.ones_like(a)  # evaluation, or no masks given: identity
             if masks is not None and buffers is None:
-                mask = np.asarray(masks[mask_at], dtype=float).reshape(a.shape)
+                cache = np.asarray(masks[mask_at], dtype=float).reshape(a.shape) / keep
             mask_at += 1
-            cache = mask / keep if buffers is None else np.ones_like(a)
             z = a * cache
         else:
             z, _ = _forward_layer(layer, a, p)

@@ -401,3 +401,79 @@ def test_cnn_fit_predict_and_explain_from_a_csv_of_pixels(tmp_path, capsys):
                        "--out", str(model))  # fmt: skip
     assert code == 2 and "input = [1, 8, 8] (64 values per row" in err
     assert "Traceback" not in err
+
+
+def _bn_spec(tmp_path):
+    spec = tmp_path / "bn.toml"
+    spec.write_text(
+        'name = "bn"\ninput = 3\n'
+        '[[layers]]\nunits = 4\nactivation = "tanh"\n'
+        '[[layers]]\nkind = "batch_norm"\n'
+        '[[layers]]\nunits = 1\nactivation = "identity"\n'
+        '[loss]\nname = "mse"\n'
+    )
+    return spec
+
+
+def test_explain_batch_norm_shows_stages_derived_backward_and_the_proof(
+    tmp_path, capsys
+):
+    code, out, _ = run(capsys, "explain", str(_bn_spec(tmp_path)))
+    assert code == 0
+    # the staged forward, over the batch
+    for line in ("mean2_c = sum_r a1_cr/B", "xc2_cr = -mean2_c + a1_cr",
+                 "var2_c = sum_r xc2_cr**2/B",
+                 "xhat2_cr = xc2_cr/sqrt(1.0e-5 + var2_c)"):  # fmt: skip
+        assert line in out
+    # the derived backward, the mean's and the variance's terms added
+    assert "dvar2_c = sum_r -dxhat2_cr*xc2_cr/(2*(1.0e-5 + var2_c)**(3/2))" in out
+    assert "dxc2_cr += 2*dvar2_c*xc2_cr/B" in out and "da1_cr += dmean2_c/B" in out
+    # the textbook claim and its proof
+    assert "dx = gamma/(N sigma) (N dy - sum dy - xhat sum(dy xhat))" in out
+    assert "N = B*R values symbolic" in out and "Proved." in out
+
+
+def test_latex_of_every_layer_kind_has_one_subscript_per_symbol(capsys):
+    """A tensor of layer l prints as {name^{(l)}}_{indices}: never two subscripts
+    in a row, which LaTeX rejects."""
+    import re
+
+    from corpus import CNN_CORPUS, TRAINING_CORPUS
+
+    from derive.present.explain import explain
+    from derive.spec import spec_from_dict
+
+    specs = [
+        *CNN_CORPUS.values(),
+        *(spec_from_dict(d) for d in TRAINING_CORPUS.values()),
+    ]
+    double = re.compile(r"_\{[^{}]*\}_\{|_[A-Za-z0-9]_[{A-Za-z0-9]")
+    for spec in specs:
+        latex = explain(spec).latex()
+        assert latex.count("{") == latex.count("}"), spec.name
+        bad = [line for line in latex.splitlines() if double.search(line)]
+        assert not bad, (spec.name, bad[:2])
+
+
+def test_explain_a_batch_of_a_batch_norm_network(tmp_path, capsys):
+    import numpy as np
+
+    spec = _bn_spec(tmp_path)
+    rng = np.random.default_rng(2)
+    rows = ["a,b,c,y"] + [",".join(f"{v:.3f}" for v in rng.normal(size=4))
+                          for _ in range(10)]  # fmt: skip
+    data = tmp_path / "d.csv"
+    data.write_text("\n".join(rows) + "\n")
+    model = tmp_path / "bn.npz"
+    code, _, err = run(capsys, "fit", str(spec), "--data", str(data), "--epochs", "2",
+                       "--batch-size", "5", "--out", str(model), "--quiet")  # fmt: skip
+    assert code == 0, err
+    args = ["explain", str(spec), "--weights", str(model), "--data", str(data)]
+    code, out, _ = run(capsys, *args, "--sample", "2")
+    assert code == 0 and "a batch of 4 rows (rows 2..5)" in out
+    code, out, _ = run(capsys, *args, "--sample", "7", "--batch", "8")
+    assert code == 0 and "a batch of 3 rows (rows 7..9)" in out
+    code, _, err = run(capsys, *args, "--batch", "1")
+    assert code == 2 and "--batch 2 or more" in err and "Traceback" not in err
+    code, _, err = run(capsys, *args, "--sample", "9")
+    assert code == 2 and "pick an earlier --sample" in err

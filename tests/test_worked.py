@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from corpus import CORPUS, random_targets
+from corpus import CORPUS, TRAINING_CORPUS, random_targets
 
 import derive
 from derive.present.worked import WorkedExample, worked_example
+from derive.spec import spec_from_dict
 
 # Every kind of head and a few hidden activations: fused sigmoid+BCE, softmax+CE
 # (index-form delta, log-sum-exp value), logits+BCE, huber's Piecewise, a user
@@ -219,3 +220,69 @@ def test_bad_shapes_are_value_errors():
         worked_example(spec, params[:4], [1.0, 2.0], [0.0])
     with pytest.raises(ValueError, match="finite"):
         worked_example(spec, params, [np.nan, 2.0], [0.0])
+
+
+# ------------------------------------------------------------------ batches
+
+
+def test_seed001_batch_is_the_mean_of_its_samples_and_matches_torch():
+    """Both of the tutorial's samples as one batch: its loss is the cost torch
+    printed, its gradients are torch's (4 decimals) and the mean of the two
+    samples' worked gradients."""
+    spec = CORPUS["example_seed001"]
+    params = [np.array(p) for p in SEED001_PARAMS]
+    batch = worked_example(spec, params, SEED001_X, SEED001_Y)
+    assert batch.rows == 2 and batch.output.shape == (2, 1)
+    assert batch.loss == pytest.approx(SEED001_COST, rel=1e-7)
+    per_sample = [w.grads() for w in _seed001_worked()]
+    for ours, first, second, torch_grad in zip(
+        batch.grads(), *per_sample, SEED001_TORCH_GRADS, strict=True
+    ):
+        np.testing.assert_allclose(ours, (first + second) / 2, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(ours, torch_grad, atol=5e-5)
+    text = batch.text()
+    assert "a batch of 2 rows" in text and "Gradients of the batch's loss" in text
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING_CORPUS))
+def test_training_layers_batch_matches_loss_and_grad(name):
+    """Batch norm couples the rows: the worked batch (statistics folded over the
+    batch in the interpreter) against the generated module, with and without
+    dropout masks."""
+    data = TRAINING_CORPUS[name]
+    spec = spec_from_dict({**data, "dtype": "float64"})
+    module = derive.build(spec)
+    rng = np.random.default_rng(4)
+    params = module.init_params(4)
+    for p in params:
+        p += rng.normal(0.0, 0.2, p.shape)
+    X = rng.normal(size=(3, *module.INPUT_SHAPE))
+    Y = random_targets(module, 3, rng)
+    masks = [(rng.uniform(size=(3, *shape)) < keep).astype(float)
+             for _, shape, keep in module._MASKS]  # fmt: skip
+    for given in (None, masks or None):
+        worked = worked_example(spec, params, X, Y, masks=given)
+        value, grads = module.loss_and_grad(params, X, Y, masks=given)
+        assert worked.loss == pytest.approx(value, rel=1e-12)
+        for ours, theirs in zip(worked.grads(), grads, strict=True):
+            scale = max(np.max(np.abs(theirs)), 1e-300)
+            assert np.max(np.abs(ours - theirs)) / scale <= 1e-11
+
+
+def test_a_batch_norm_example_needs_a_batch_and_shows_it():
+    data = TRAINING_CORPUS["vector_bn_dropout_residual"]
+    spec = spec_from_dict({**data, "dtype": "float64"})
+    module = derive.build(spec)
+    params = module.init_params(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 6))
+    Y = np.eye(3)[[0, 1, 2, 0]]
+    with pytest.raises(ValueError, match="normalizes over the batch"):
+        worked_example(spec, params, X[0], Y[0])
+    with pytest.raises(ValueError, match="two or more rows"):
+        worked_example(spec, params, X[:1], Y[:1])
+    text = worked_example(spec, params, X, Y, sample=10).text()
+    assert "a batch of 4 rows (rows 10..13)" in text
+    assert "Batch norm needs the whole batch" in text
+    assert "mean2[c] = sum_r a1[c, r]/B" in text and "dvar2[c] = " in text
+    assert "No dropout masks given" in text

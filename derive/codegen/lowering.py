@@ -975,7 +975,7 @@ def _backward_lines(
                 continue  # a residual from the network input: no gradient
             mode = "add" if target in written else "assign"
             nest = _rule_nest(rule, plan, target, mode, batched, layouts)
-            comment = _rule_comment(rule, plan, target)
+            comment = _rule_comment(rule, plan, target, mode)
             gemm = _contraction(nest, "cols", transposed) if plan.blas else None
             if gemm is not None:
                 lines += [f"# {comment}", gemm]
@@ -1012,15 +1012,17 @@ def _backward_lines(
     return lines
 
 
-def _rule_comment(rule: AdjointRule, plan: _Layer, target: str) -> str:
+def _rule_comment(rule: AdjointRule, plan: _Layer, target: str, mode: str) -> str:
     """The rule as its loops compute it: the gather form (a sum per target
-    element) when the target index is plain, else the scatter form (the derived
+    element, ``+=`` where the target holds another term already: mode "add")
+    when the target index is plain, else the scatter form (the derived
     accumulation, over the forward's loops)."""
     names = {**plan.names, f"d{rule.target}": target}
     param = plan.kind.tensor(rule.target).role == "param"
     if all(isinstance(i, sp.Symbol) for i in rule.target_index):
         form = plan.kd.gathers[plan.kd.rules.index(rule)]
-        text = gather_text(bound_gather(form, plan.info), names)
+        assign = "+=" if mode == "add" else "="
+        text = gather_text(bound_gather(form, plan.info), names, assign=assign)
         return text + ("   (summed over the batch)" if param else "")
     index = [_bind(i, plan) for i in rule.target_index]
     value = rename(sp.sympify(rule.value).xreplace(_binding(plan)), names)

@@ -173,10 +173,12 @@ def run_rules(
             type(g)(_bind(g.expr, binding), _bind(g.extent, binding))
             for g in rule.guards
         ]
-        valid = _holds(guards, points, arrays)
-        value = _evaluate(_bind(rule.value, binding), points, arrays)
+        # the adjoints earlier rules completed are read by later ones (dvar by dxc)
+        known = {**arrays, **out}
+        valid = _holds(guards, points, known)
+        value = _evaluate(_bind(rule.value, binding), points, known)
         index = [
-            np.rint(_evaluate(_bind(e, binding), points, arrays)).astype(np.int64)
+            np.rint(_evaluate(_bind(e, binding), points, known)).astype(np.int64)
             for e in rule.target_index
         ]
         keep = valid

@@ -20,7 +20,7 @@ of a parameter ``grad_W{l}``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -185,7 +185,10 @@ class _Subscripts(_IndexText):
     def _print_Sum(self, expr: sp.Sum) -> str:
         indices = ", ".join(self._print(limit[0]) for limit in expr.limits)
         sub = indices if len(expr.limits) == 1 else f"{{{indices}}}"
-        return f"sum_{sub} {self._print(expr.function)}"
+        body = self._print(expr.function)
+        if not isinstance(expr.function, (sp.Indexed, sp.Symbol, sp.Function)):
+            body = f"({body})"  # the sum's extent, unambiguous inside a product
+        return f"sum_{sub} {body}"
 
 
 _TEXT = _IndexText()
@@ -194,11 +197,10 @@ _TEXTBOOK = _Subscripts()
 
 class _Latex(LatexPrinter):
     def _print_Indexed(self, expr: sp.Indexed) -> str:
-        base = self._print(expr.base.label)
         indices = " ".join(self._print(i) for i in expr.indices)
         if any(len(self._print(i)) > 1 for i in expr.indices):
             indices = ", ".join(self._print(i) for i in expr.indices)
-        return f"{base}_{{{indices}}}"
+        return f"{_latex_tensor(str(expr.base.label))}_{{{indices}}}"
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         if all(isinstance(f, sp.Indexed) for f in expr.args):
@@ -207,7 +209,19 @@ class _Latex(LatexPrinter):
 
     def _print_Sum(self, expr: sp.Sum) -> str:
         indices = ", ".join(self._print(limit[0]) for limit in expr.limits)
-        return rf"\sum_{{{indices}}} {self._print(expr.function)}"
+        body = self._print(expr.function)
+        if not isinstance(expr.function, (sp.Indexed, sp.Symbol, sp.Function)):
+            body = rf"\left({body}\right)"
+        return rf"\sum_{{{indices}}} {body}"
+
+
+def _latex_tensor(name: str) -> str:
+    """A tensor's name as one LaTeX group, its layer as a superscript:
+    ``delta2`` -> ``{\\delta^{(2)}}``, so that its index subscript is the only one."""
+    stem = name.rstrip("0123456789")
+    layer = name[len(stem) :]
+    base = LatexPrinter()._print(sp.Symbol(stem)) if stem else name
+    return f"{{{base}^{{({layer})}}}}" if layer else f"{{{base}}}"
 
 
 _LATEX = _Latex()
@@ -300,9 +314,13 @@ def _conditions(conditions: Sequence[sp.Boolean]) -> list[tuple[str, str]]:
 
 
 def gather_text(
-    form: GatherRule, names: Mapping[str, str], subscripts: bool = False
+    form: GatherRule,
+    names: Mapping[str, str],
+    subscripts: bool = False,
+    assign: str = "=",
 ) -> str:
-    """``dx[c, u] = sum_{f, k} [guards] W[f, c, k]*dz[f, (u + p - d*k)/s]``."""
+    """``dx[c, u] = sum_{f, k} [guards] W[f, c, k]*dz[f, (u + p - d*k)/s]``
+    (``assign="+="`` where the target already holds another term)."""
     target = text(
         _read(names.get(f"d{form.target}", f"d{form.target}"), form.target_index),
         subscripts,
@@ -311,7 +329,8 @@ def gather_text(
     conditions = [rename(c, names) for c in form.conditions]
     guards = "".join(f"[{t}] " for t, _ in _conditions(conditions))
     return (
-        f"{target} = {_sum_text([s for s, _ in form.sums], subscripts)}{guards}{value}"
+        f"{target} {assign} {_sum_text([s for s, _ in form.sums], subscripts)}"
+        f"{guards}{value}"
     )
 
 
@@ -370,19 +389,37 @@ def bound_statement(st: Statement, layer: LayerInfo) -> Statement:
 
 
 def bound_gather(form: GatherRule, layer: LayerInfo) -> GatherRule:
-    binding = dict(layer.binding)
+    """``form`` with the layer's sizes and attributes bound (see display_gather)."""
+    return display_gather(form, dict(layer.binding))
+
+
+def display_gather(form: GatherRule, binding: Mapping[sp.Symbol, Any]) -> GatherRule:
+    """``form`` with ``binding`` substituted, for display: a sum over an axis of
+    one is that point (``sum_o dvar[o]`` over ``o < 1`` reads ``dvar[0]``), and
+    a target axis bracketed to a constant (``[0 == u]``) is indexed by it."""
+    binding = dict(binding)
+    # an axis of one by definition (layer norm's statistics), not one that a
+    # binding makes one (a single unit): that sum stays as the kind writes it
+    at_zero = {s: sp.S.Zero for s, e in form.sums if sp.sympify(e) == 1}
+    sums = tuple(
+        (s, sp.sympify(e).xreplace(binding)) for s, e in form.sums if s not in at_zero
+    )
+    index: list[sp.Expr] = list(form.target_index)
     conditions = []
     for c in form.conditions:
-        c = c.xreplace(binding)
+        c = c.xreplace(binding).xreplace(at_zero)
         if c is sp.true:
+            continue
+        if isinstance(c, sp.Eq) and c.rhs in index and c.lhs.is_number:
+            index[index.index(c.rhs)] = c.lhs
             continue
         conditions.append(c)
     return GatherRule(
         form.target,
-        form.target_index,
-        tuple((s, sp.sympify(e).xreplace(binding)) for s, e in form.sums),
+        tuple(index),  # type: ignore[arg-type]  # a constant where bracketed
+        sums,
         tuple(conditions),
-        form.value.xreplace(binding),
+        form.value.xreplace(binding).xreplace(at_zero),
         form.padded,
     )
 

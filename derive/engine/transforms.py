@@ -17,6 +17,7 @@ for every stride, padding and dilation.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import sympy as sp
 
@@ -68,23 +69,14 @@ def im2col(kind: LayerKind) -> LayerKind | None:
         reduce=st.reduce,
         op="sum",
     )
-    return LayerKind(
+    # everything else as the kind has it: the rewrite changes statements only
+    return replace(
+        kind,
         name=f"{kind.name}_im2col",
         doc=f"{kind.name} as im2col + a matrix product",
-        params=kind.params,
-        input=kind.input,
-        rank=kind.rank,
-        bind=kind.bind,
-        sizes=kind.sizes,
         tensors=(*kind.tensors, cols),
         forward=(copy, product),
-        output=kind.output,
-        output_shape=kind.output_shape,
-        activation=kind.activation,
-        fan_in=kind.fan_in,
-        fan_out=kind.fan_out,
-        torch=kind.torch,
-        checks=kind.checks,
+        variants=(),
     )
 
 
@@ -98,6 +90,8 @@ def with_residual(kind: LayerKind) -> LayerKind:
     added to the output statement (before the activation), ``z[I] = init +
     r[I] + sum ...``. Reading ``r`` gives the engine a rule ``dr[I] += dz[I]``:
     the adjoint of a tensor read twice is the sum of both contributions."""
+    # kinds with an activation only (the spec allows it there): one forward
+    assert kind.evaluate is None, kind.name
     statements = list(kind.forward)
     position = next(n for n, st in enumerate(statements) if st.target == kind.output)
     st = statements[position]
@@ -106,21 +100,10 @@ def with_residual(kind: LayerKind) -> LayerKind:
     statements[position] = Statement(
         st.target, st.index, st.body, st.init + added, st.reduce, st.op, st.outside
     )
-    return LayerKind(
-        name=kind.name,
+    return replace(
+        kind,
         doc=f"{kind.name} with a residual connection",
-        params=kind.params,
-        input=kind.input,
-        rank=kind.rank,
-        bind=kind.bind,
-        sizes=kind.sizes,
         tensors=(*kind.tensors, TensorDef(RESIDUAL, "residual", shape)),
         forward=tuple(statements),
-        output=kind.output,
-        output_shape=kind.output_shape,
-        activation=kind.activation,
-        fan_in=kind.fan_in,
-        fan_out=kind.fan_out,
-        torch=kind.torch,
-        checks=kind.checks,
+        variants=(),
     )

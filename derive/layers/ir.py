@@ -129,6 +129,29 @@ class Statement:
         return tuple(sorted(found, key=sp.default_sort_key))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A textbook closed form of one derived adjoint: ``d<target>[index] = value``.
+
+    The engine never computes with a claim; it proves the derived rules equal to
+    it (:mod:`derive.engine.proofs`), as it proves ``a(1 - a)`` for the sigmoid.
+    ``value`` reads the kind's tensors and the output adjoint ``d<output>``,
+    with sums as ``sympy.Sum``. ``sizes``: how the proof reads the kind's sizes
+    (batch norm: a channel's B*R values of a batch as one axis of N values).
+    ``count`` is the number of values the claim's sums run over (``N`` in
+    ``value``) in the kind's own sizes (batch norm: ``B*R``).
+    ``text``: the claim as its source writes it; ``source``: where it is from.
+    """
+
+    target: str
+    index: tuple[sp.Symbol, ...]
+    value: sp.Expr
+    count: sp.Expr
+    text: str
+    source: str
+    sizes: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class LayerKind:
     """One layer kind, written once in index form.
@@ -178,6 +201,8 @@ class LayerKind:
     #: (attributes, input shape) pairs on which the engine checks the gather
     #: forms against the scatter rules numerically (small, with remainders)
     checks: tuple[tuple[Mapping[str, Any], tuple[int, ...]], ...] = field(default=())
+    #: textbook closed forms of derived adjoints, which the engine proves
+    claims: tuple[Claim, ...] = ()
 
     def tensor(self, name: str) -> TensorDef:
         for t in self.tensors:

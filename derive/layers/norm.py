@@ -20,12 +20,21 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .ir import B, LayerKind, Param, Statement, TensorDef, integer_symbols, size_symbols
+from .ir import (
+    B,
+    Claim,
+    LayerKind,
+    Param,
+    Statement,
+    TensorDef,
+    integer_symbols,
+    size_symbols,
+)
 
-c, r, k, o = integer_symbols("c r k o")
+c, r, k, o, s = integer_symbols("c r k o s")
 C, R, N = size_symbols("C R N")
 eps, momentum = sp.symbols("epsilon momentum", positive=True)
-x, y = sp.IndexedBase("x"), sp.IndexedBase("y")
+x, y, dy = sp.IndexedBase("x"), sp.IndexedBase("y"), sp.IndexedBase("dy")
 mean, xc, var, xhat = (sp.IndexedBase(n) for n in ("mean", "xc", "var", "xhat"))
 gamma, beta = sp.IndexedBase("gamma"), sp.IndexedBase("beta")
 running_mean, running_var = (
@@ -86,6 +95,22 @@ _BN_BIND = {eps: ("eps", None), momentum: ("momentum", None)}
 _BN_CHECKS = (({"eps": 1e-5, "momentum": 0.1, "affine": True}, (3, 2)),)
 
 
+_TEXTBOOK = (
+    "Ioffe & Szegedy (2015), the backward in one line as CS231n's batch norm "
+    "assignment asks for it"
+)
+
+
+def _textbook(
+    g: sp.Expr, xhat_at: sp.Expr, sigma: sp.Expr, n: sp.Expr, at: sp.Symbol
+) -> sp.Expr:
+    """``1/(n sigma) (n g - sum g - xhat sum g xhat)``, where g is the adjoint of
+    xhat at index ``at`` (sums over a fresh index s in its place)."""
+    g_s, xhat_s = g.xreplace({at: s}), xhat_at.xreplace({at: s})
+    total, weighted = sp.Sum(g_s, (s, 0, n - 1)), sp.Sum(g_s * xhat_s, (s, 0, n - 1))
+    return (n * g - total - xhat_at * weighted) / (n * sigma)
+
+
 def _batch_norm(affine: bool) -> LayerKind:
     scaled = gamma[c] * xhat[c, r] + beta[c] if affine else xhat[c, r]
     at_running = (x[c, r] - running_mean[c]) / sp.sqrt(running_var[c] + eps)
@@ -114,6 +139,25 @@ def _batch_norm(affine: bool) -> LayerKind:
         shape_of="channels",
         torch="torch.nn.BatchNorm1d / BatchNorm2d",
         checks=_BN_CHECKS,
+        claims=(_bn_claim(affine),),
+    )
+
+
+def _bn_claim(affine: bool) -> Claim:
+    """dx over a channel's N = B*R values: gamma sits outside the sums."""
+    n = sp.Symbol("N", integer=True, positive=True)
+    sigma = sp.sqrt(var[c] + eps)
+    scale = gamma[c] if affine else sp.S.One
+    value = scale * _textbook(dy[c, r], xhat[c, r], sigma, n, r)
+    shown = "gamma/(N sigma) " if affine else "1/(N sigma) "
+    return Claim(
+        target="x",
+        index=(c, r),
+        value=value,
+        count=B * R,
+        text=shown + "(N dy - sum dy - xhat sum(dy xhat))",
+        source=_TEXTBOOK,
+        sizes=((B, sp.S.One), (R, n)),
     )
 
 
@@ -171,6 +215,24 @@ def _layer_norm(affine: bool) -> LayerKind:
         shape_of="features",
         torch="torch.nn.LayerNorm(normalized_shape = the sample's shape)",
         checks=(({"eps": 1e-5, "elementwise_affine": True}, (4,)),),
+        claims=(
+            Claim(
+                target="x",
+                index=(k,),
+                value=_textbook(
+                    gamma[k] * dy[k] if affine else dy[k],
+                    xhat[k],
+                    sp.sqrt(var[0] + eps),
+                    N,
+                    k,
+                ),
+                count=N,
+                text="1/(N sigma) (N g - sum g - xhat sum(g xhat)), g = "
+                + ("gamma dy" if affine else "dy"),
+                source="Ba, Kiros & Hinton (2016): batch norm's form over a "
+                "sample's N features",
+            ),
+        ),
     )
 
 

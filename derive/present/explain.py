@@ -12,19 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.derivation import Derivation, LayerInfo, derive
+import sympy as sp
+
+from ..engine.adjoint import GatherRule
+from ..engine.derivation import Derivation, KindDerivation, LayerInfo, derive
 from ..engine.notation import (
     bound_gather,
     bound_statement,
+    display_gather,
     gather_latex,
     gather_text,
     latex,
     layer_names,
+    rename,
     rule_text,
     statement_latex,
     statement_text,
     text,
 )
+from ..engine.proofs import Proof, kind_proofs
 from ..spec import Spec
 from .document import Document, Format, Rendered
 
@@ -63,6 +69,14 @@ def _document(d: Derivation) -> Document:
         "has shape (n_l, n_{l-1}). Every derivative below was derived by SymPy from "
         "the forward definitions; none was typed in."
     )
+    if any(t.role == "stat" for layer in d.layers for t in layer.kind.kind.tensors):
+        doc.para(
+            "Batch statistics (batch_norm's mean and var) are over the whole "
+            "batch: their sums run over the batch's B rows too (a training batch; "
+            "evaluation reads the running statistics instead), and so do the sums "
+            "of their adjoints. The training-mode network is shown; dropout's "
+            "mask is drawn per batch."
+        )
 
     doc.heading("Forward pass")
     for layer in d.layers:
@@ -135,8 +149,9 @@ def _document(d: Derivation) -> Document:
         "that reach an element, with the guards that select them. Parameter "
         "gradients are summed over the batch's samples."
     )
+    written: set[str] = set()  # adjoints a rule has assigned: the next one adds
     for layer in reversed(d.layers):
-        _backward(doc, d, layer)
+        _backward(doc, d, layer, written)
     doc.gap()
 
     doc.heading("Layer kinds")
@@ -154,10 +169,15 @@ def _document(d: Derivation) -> Document:
                    "output size")  # fmt: skip
         for st in kind.forward:
             doc.eq(statement_text(st, {}, subscripts=True), statement_latex(st, {}))
-        for rule, form in zip(kd.rules, kd.gathers, strict=True):
+        for (rule, form), assign in zip(
+            zip(kd.rules, kd.gathers, strict=True),
+            _assignments(kd.gathers),
+            strict=True,
+        ):
+            form = display_gather(form, {})
             doc.eq(
                 [
-                    gather_text(form, {}, subscripts=True),
+                    gather_text(form, {}, subscripts=True, assign=assign),
                     f"    from  {rule_text(rule, {})}",
                 ],
                 gather_latex(form, {}),
@@ -171,6 +191,8 @@ def _document(d: Derivation) -> Document:
                 f"Gather forms checked against the scatter rules on {checks} shapes: "
                 f"largest difference {kd.check_error:.3g}."
             )
+        for proof in kind_proofs(kind, kd.gathers):
+            _proof(doc, proof)
     doc.gap()
 
     doc.heading("Simplification passes")
@@ -189,12 +211,13 @@ def _forward(doc: Document, layer: LayerInfo) -> None:
             rf"a^{{({i})}} = \operatorname{{flatten}}(a^{{({i - 1})}})",
         )
         return
-    for st in kind.forward:
+    for n, st in enumerate(kind.forward):
         bound = bound_statement(st, layer)
+        line = statement_text(bound, names, subscripts=True)
         doc.eq(
-            f"{statement_text(bound, names, subscripts=True)}        shapes: {shapes}",
+            f"{line}        shapes: {shapes}" if n == 0 else line,
             statement_latex(bound, names),
-            layer_label(layer),
+            layer_label(layer) if n == 0 else "",
         )
     act = layer.activation
     if act is not None:
@@ -206,12 +229,78 @@ def _forward(doc: Document, layer: LayerInfo) -> None:
         )
 
 
+def _claims(
+    doc: Document, kd: KindDerivation, layer: LayerInfo, names: dict[str, str]
+) -> None:
+    """A layer's proved closed forms in its own names."""
+    binding = dict(layer.binding)
+    for proof in kind_proofs(kd.kind, kd.gathers):
+        if not proof.holds:
+            continue
+        claim = proof.claim
+        target = rename(sp.IndexedBase(f"d{claim.target}")[claim.index], names)
+        value = rename(claim.value, names).xreplace(binding)
+        count = text(sp.sympify(claim.count).xreplace(binding))
+        doc.eq(
+            f"{text(target, subscripts=True)} = {text(value, subscripts=True)},  "
+            f"N = {count}",
+            f"{latex(target)} = {latex(value)}, \\quad N = {latex(claim.count)}",
+            "this layer's part, in closed form: proved (Layer kinds)",
+        )
+
+
+def _assignments(gathers: tuple[GatherRule, ...]) -> list[str]:
+    """ "=" for a target's first rule, "+=" for the ones that add to it (a tensor
+    read twice: the adjoint is the sum of both contributions)."""
+    seen: set[str] = set()
+    out = []
+    for form in gathers:
+        out.append("+=" if form.target in seen else "=")
+        seen.add(form.target)
+    return out
+
+
+def _proof(doc: Document, proof: Proof) -> None:
+    """The claim, the derived rules composed, and how SymPy proved them equal."""
+    claim = proof.claim
+    target = sp.IndexedBase(f"d{claim.target}")[claim.index]
+    lhs, lhs_latex = text(target, subscripts=True), latex(target)
+    n = str(claim.count) if isinstance(claim.count, sp.Symbol) else "N"
+    status = "proved" if proof.holds else "NOT PROVED: the derivation is wrong"
+    doc.para(f"Claim ({claim.source}): d{claim.target} = {claim.text}.")
+    doc.eq(
+        f"{lhs} = {text(claim.value, subscripts=True)}",
+        f"{lhs_latex} = {latex(claim.value)}",
+        "textbook form",
+    )
+    doc.eq(
+        f"{lhs} = {text(proof.derived_split, subscripts=True)}",
+        f"{lhs_latex} = {latex(proof.derived_split)}",
+        "the derived rules above, composed; sums split by linearity",
+    )
+    kept = (
+        f"; {', '.join(proof.kept)} kept as a symbol (read only under the root: "
+        "the difference vanishes for every value of it)"
+        if proof.kept
+        else ""
+    )
+    count = "" if claim.count == sp.Symbol(n) else f" = {text(claim.count)} values"
+    doc.para(
+        f"Proof (SymPy, {n}{count} symbolic): "
+        f"{', '.join(proof.expanded)} replaced by their forward statements "
+        f"down to x{kept}; every sum split by linearity; the difference of the two "
+        f"sides is 0. {status.capitalize()}."
+    )
+
+
 def layer_label(layer: LayerInfo) -> str:
     """``conv2d(filters=8, kernel=3x3, ...)`` with the layer's attribute values."""
     return layer.kind.kind.label(dict(layer.attrs))
 
 
-def _backward(doc: Document, d: Derivation, layer: LayerInfo) -> None:
+def _backward(
+    doc: Document, d: Derivation, layer: LayerInfo, written: set[str]
+) -> None:
     i = layer.index
     kind = layer.kind.kind
     names = layer_names(layer)
@@ -225,13 +314,18 @@ def _backward(doc: Document, d: Derivation, layer: LayerInfo) -> None:
         role = kind.tensor(rule.target).role
         if role == "input" and i == 1:
             continue  # the network input needs no gradient
+        adjoint = names.get(f"d{form.target}", f"d{form.target}")
+        assign = "+=" if adjoint in written else "="
+        written.add(adjoint)
         bound = bound_gather(form, layer)
         target_shape = layer.input_shape if role == "input" else None
         shape = f"   -> {_shape(target_shape)}" if target_shape else ""
         doc.eq(
-            gather_text(bound, names, subscripts=True) + shape,
+            gather_text(bound, names, subscripts=True, assign=assign) + shape,
             gather_latex(bound, names),
         )
+    if i > 1:
+        _claims(doc, layer.kind, layer, names)
     if kind.name == "dense":
         prev = "a0" if i == 1 else f"a{i - 1}"
         doc.eq(

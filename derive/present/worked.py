@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import sympy as sp
@@ -32,10 +32,10 @@ from ..engine.derivation import (
     A,
     ActivationDerivation,
     Derivation,
-    Y,
     Z,
     derive,
 )
+from ..engine.derivation import Y as Y_SYMBOL
 from ..engine.interpret import run_forward, run_rules
 from ..engine.notation import (
     bound_gather,
@@ -46,6 +46,7 @@ from ..engine.notation import (
     statement_latex,
     statement_text,
 )
+from ..layers.ir import B, LayerKind
 from ..spec import Spec
 from .document import Document, Rendered
 
@@ -62,7 +63,8 @@ MAX_TENSOR_ENTRIES = 64
 
 @dataclass(frozen=True, eq=False)
 class LayerStep:
-    """The numbers of one layer for one sample (shapes per sample, no batch axis).
+    """The numbers of one layer for one sample (shapes per sample, no batch
+    axis), or for a batch (batched arrays with the rows on axis 0).
 
     ``z`` is the kind's output before the activation (None for a kind without
     one, such as pooling: then ``a`` is that output); ``delta`` is the adjoint
@@ -78,7 +80,8 @@ class LayerStep:
     input: np.ndarray  # a_{l-1}; a_0 = x
     z: np.ndarray | None
     a: np.ndarray
-    work: tuple[tuple[str, np.ndarray], ...]  # integer tensors, e.g. argmax
+    work: tuple[tuple[str, np.ndarray], ...]  # the other statements' targets
+    adjoints: tuple[tuple[str, np.ndarray], ...]  # theirs (e.g. dvar2), in rule order
     statements: tuple[tuple[str, str], ...]  # forward in index form (text, LaTeX)
     rules: tuple[tuple[str, str, str], ...]  # (adjoint, gather text, LaTeX)
     forward_text: str | None  # f(z), derived form
@@ -134,19 +137,24 @@ class LossStep:
 
 @dataclass(frozen=True, eq=False)
 class WorkedExample(Rendered):
-    """One sample's forward and backward pass with every number and formula.
+    """One sample's (or one batch's) forward and backward pass with every
+    number and formula.
 
-    ``layers[l - 1]`` holds layer ``l``; ``loss`` is the sample's loss and
-    ``grads()`` its gradients in the order of the params (what the generated
-    module's ``loss_and_grad`` returns for a batch of this one row).
+    ``layers[l - 1]`` holds layer ``l``; ``loss`` is the sample's loss (a
+    batch's: the mean over its rows) and ``grads()`` its gradients in the order
+    of the params: what the generated module's ``loss_and_grad`` returns for
+    these rows. ``rows`` is None for one sample; for a batch, every batched
+    array has the rows on axis 0 (statistics and gradients do not).
     """
 
     spec: Spec
-    x: np.ndarray  # the input, per-sample shape
-    y: np.ndarray  # (n_out,)
+    x: np.ndarray  # the input, per-sample shape (a batch: (rows, ...))
+    y: np.ndarray  # (n_out,) (a batch: (rows, n_out))
     layers: tuple[LayerStep, ...]
     head: LossStep
     sample: int | None = None
+    rows: int | None = None
+    masked: bool = False  # dropout masks given (else no dropout)
 
     @property
     def loss(self) -> float:
@@ -154,7 +162,7 @@ class WorkedExample(Rendered):
 
     @property
     def output(self) -> np.ndarray:
-        """The network's output a_L, (n_out,)."""
+        """The network's output a_L, (n_out,) (a batch: (rows, n_out))."""
         return self.layers[-1].a
 
     def grads(self) -> list[np.ndarray]:
@@ -266,8 +274,9 @@ def _param_shapes(d: Derivation) -> list[tuple[str, tuple[int, ...]]]:
 
 def _check_inputs(
     d: Derivation, params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
-) -> np.ndarray:
-    """The input in its per-sample shape, after checking every shape."""
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The inputs as a batch (rows, *input shape), the targets (rows, n_out), and
+    whether they were given as a batch, after checking every shape."""
     spec = d.spec
     shapes = _param_shapes(d)
     if len(params) != len(shapes):
@@ -279,16 +288,46 @@ def _check_inputs(
     for (name, shape), p in zip(shapes, params, strict=True):
         if np.shape(p) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {np.shape(p)}")
-    if x.size != spec.n_inputs:
-        raise ValueError(
-            f"x must hold {spec.n_inputs} input values, got shape {x.shape}"
-        )
-    n_out = d.layers[-1].n_out
-    if y.shape != (n_out,):
-        raise ValueError(f"y must hold {n_out} target values, got shape {y.shape}")
+    n_in, n_out = spec.n_inputs, d.layers[-1].n_out
+    rank = len(spec.input_shape)
+    batch = x.ndim == rank + 1 or (x.ndim == 2 and rank > 1 and x.shape[1] == n_in)
+    if batch:
+        if x[0].size != n_in:
+            raise ValueError(
+                f"each row of x must hold {n_in} input values, got shape {x.shape}"
+            )
+        rows = x.shape[0]
+        y = y.reshape(rows, -1) if y.size == rows * n_out else y
+        if y.shape != (rows, n_out):
+            raise ValueError(
+                f"y must hold {n_out} target values per row of x ({rows}, "
+                f"{n_out}), got shape {y.shape}"
+            )
+    else:
+        if x.size != n_in:
+            raise ValueError(f"x must hold {n_in} input values, got shape {x.shape}")
+        y = y.reshape(-1)
+        if y.shape != (n_out,):
+            raise ValueError(f"y must hold {n_out} target values, got shape {y.shape}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("x and y must be finite numbers (found NaN or inf)")
-    return x.reshape(spec.input_shape)
+    X = x.reshape(-1, *spec.input_shape)
+    if _coupled_layers(d) and X.shape[0] < 2:
+        raise ValueError(
+            f"{_coupled_layers(d)[0]} normalizes over the batch: give x as a batch "
+            "of two or more rows (rows, *input) and y as (rows, n_out)"
+        )
+    return X, y.reshape(X.shape[0], n_out), batch
+
+
+def _coupled(kind: LayerKind) -> bool:
+    """Whether a kind's statements couple the rows of a batch (statistics)."""
+    return any(t.role == "stat" for t in kind.tensors)
+
+
+def _coupled_layers(d: Derivation) -> list[str]:
+    return [f"layer {ly.index} ({ly.kind.kind.name})" for ly in d.layers
+            if _coupled(ly.kind.kind)]  # fmt: skip
 
 
 def _activate(act: ActivationDerivation, z: np.ndarray) -> np.ndarray:
@@ -304,17 +343,20 @@ def _derivative(act: ActivationDerivation | None, z: np.ndarray) -> np.ndarray |
 
 
 def _loss_step(d: Derivation, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> LossStep:
-    """The loss head at one sample: z, a, y are the output layer's (n_out,)."""
+    """The loss head: z, a, y are the output layer's (rows, n_out); the value is
+    the mean over the rows of each row's loss."""
     loss = d.loss
-    lse = _log_sum_exp(z) if loss.needs_lse else math.nan
-    values = _elementwise(
-        loss.value.expr, [Z, A, Y, LSE], z, a, y, np.full_like(z, lse)
-    )
+    values = []
+    for z_row, a_row, y_row in zip(z, a, y, strict=True):
+        lse = _log_sum_exp(z_row) if loss.needs_lse else math.nan
+        per_output = _elementwise(loss.value.expr, [Z, A, Y_SYMBOL, LSE], z_row, a_row,
+                                  y_row, np.full_like(z_row, lse))  # fmt: skip
+        values.append(float(np.sum(per_output)))
     out_act = d.layers[-1].activation
     assert out_act is not None
     gradient = None
     if out_act.kind == "elementwise":  # softmax couples outputs: no per-output chain
-        gradient = _elementwise(loss.gradient.expr, [Y_HAT, Y], a, y)
+        gradient = _elementwise(loss.gradient.expr, [Y_HAT, Y_SYMBOL], a, y)
     return LossStep(
         label=loss.label,
         reduce=loss.reduce,
@@ -322,11 +364,11 @@ def _loss_step(d: Derivation, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> Lo
         per_element_latex=loss.per_element.latex,
         value_text=loss.value.text,
         value_latex=loss.value.latex,
-        value=float(np.sum(values)),
+        value=float(np.mean(values)),
         gradient_text=loss.gradient.text,
         gradient_latex=loss.gradient.latex,
         gradient=gradient,
-        scale=1.0 / len(z) if loss.reduce == "mean" else 1.0,
+        scale=1.0 / z.shape[-1] if loss.reduce == "mean" else 1.0,
         jacobian_text=out_act.jacobian.text if out_act.jacobian is not None else None,
         delta_text=loss.output_delta.text,
         delta_latex=loss.output_delta.latex,
@@ -341,103 +383,254 @@ def worked_example(
     y: np.ndarray | Sequence[float] | float,
     *,
     sample: int | None = None,
+    masks: Sequence[np.ndarray] | None = None,
 ) -> WorkedExample:
-    """Evaluate the derivation of ``spec`` at one sample, step by step.
+    """Evaluate the derivation of ``spec`` at one sample, or at a batch, step by step.
 
     params: as ``init_params`` returns them ([W1, b1, ...]); x: one input, in its
-    per-sample shape or flattened in C order; y: (n_out,) (a scalar is accepted
-    for one output). ``sample`` is only the row number shown in the title.
+    per-sample shape or flattened in C order, or a batch (rows, *input) or
+    (rows, n_inputs); y: (n_out,) (a scalar is accepted for one output), or
+    (rows, n_out) with a batch. A network with batch statistics (batch_norm)
+    needs a batch of two or more rows: its statistics are the batch's. The
+    network is the training-mode one, as ``loss_and_grad`` runs it: ``masks``,
+    one (rows, *shape) array of 0s and 1s per dropout layer, else no dropout.
+    ``sample`` is only the (first) row number shown in the title.
     Raises ValueError for shapes that do not fit the spec.
     """
     d = derive(spec)
-    x_vec = np.asarray(x, dtype=np.float64)
-    y_vec = np.asarray(y, dtype=np.float64).reshape(-1)
-    x_in = _check_inputs(d, params, x_vec.reshape(-1), y_vec)
+    x_arr = np.asarray(x, dtype=np.float64)
+    y_arr = np.asarray(y, dtype=np.float64)
+    X, Y_rows, batch = _check_inputs(d, params, x_arr, y_arr)
     values = [np.asarray(p, dtype=np.float64) for p in params]
-    forward = _forward_pass(d, values, x_in)
-    steps = _backward_pass(d, forward, y_vec)
+    mask_values = _check_masks(d, masks, X.shape[0])
+    forward = _forward_pass(d, values, X, mask_values)
+    steps = _backward_pass(d, forward, Y_rows)
     out = steps[-1]
     assert out.z is not None
-    head = _loss_step(d, out.z, out.a, y_vec)
-    return WorkedExample(spec, x_in, y_vec, tuple(steps), head, sample)
+    head = _loss_step(d, out.z, out.a, Y_rows)
+    example = WorkedExample(spec, X, Y_rows, tuple(steps), head, sample,
+                            rows=X.shape[0], masked=masks is not None)  # fmt: skip
+    return example if batch else _one_sample(example)
+
+
+def _check_masks(
+    d: Derivation, masks: Sequence[np.ndarray] | None, rows: int
+) -> list[np.ndarray | None]:
+    """One entry per dropout layer: its (rows, *shape) mask, or None (no dropout)."""
+    layers = [
+        ly for ly in d.layers if any(t.role == "mask" for t in ly.kind.kind.tensors)
+    ]
+    if masks is None:
+        return [None] * len(layers)
+    if len(masks) != len(layers):
+        raise ValueError(
+            f"masks must be a list of {len(layers)} arrays, one per dropout layer"
+        )
+    out: list[np.ndarray | None] = []
+    for layer, mask in zip(layers, masks, strict=True):
+        m = np.asarray(mask, dtype=np.float64)
+        if m.size != rows * math.prod(layer.input_shape):
+            raise ValueError(
+                f"the mask of layer {layer.index} must have shape "
+                f"{(rows, *layer.input_shape)}, got {m.shape}"
+            )
+        if not np.all((m == 0) | (m == 1)):
+            raise ValueError(f"the mask of layer {layer.index} must hold 0s and 1s")
+        out.append(m.reshape(rows, *layer.input_shape))
+    return out
 
 
 @dataclass
 class _Forward:
-    """One layer's forward numbers, gathered before the backward pass."""
+    """One layer's forward numbers over the batch, gathered before the
+    backward pass: every tensor of the kind by local name, batched ones with
+    the rows on axis 0."""
 
     params: list[tuple[str, np.ndarray]]
     input: np.ndarray
-    arrays: dict[str, np.ndarray]  # the kind's local tensors
+    arrays: dict[str, np.ndarray]
     z: np.ndarray | None
     a: np.ndarray
 
 
+def _shapes(
+    kind: LayerKind, binding: dict[sp.Symbol, Any]
+) -> dict[str, tuple[int, ...]]:
+    return {
+        t.name: tuple(int(sp.sympify(e).xreplace(binding)) for e in t.shape)
+        for t in kind.tensors
+    }
+
+
+def _folding(
+    kind: LayerKind, binding: dict[sp.Symbol, Any], rows: int
+) -> dict[sp.Symbol, Any]:
+    """A batch-coupled kind (statistics over (C, R) values per channel and the
+    batch) evaluated as one sample of R * rows positions: the same sums."""
+    assert kind.shape_of == "channels", kind.name
+    positions = kind.input[1]
+    return {**binding, positions: binding[positions] * rows, B: 1}
+
+
+def _fold(values: np.ndarray) -> np.ndarray:
+    """(rows, C, R) -> (C, R * rows)."""
+    rows, channels, positions = values.shape
+    return values.transpose(1, 2, 0).reshape(channels, positions * rows)
+
+
+def _unfold(values: np.ndarray, rows: int) -> np.ndarray:
+    """(C, R * rows) -> (rows, C, R)."""
+    channels = values.shape[0]
+    return values.reshape(channels, -1, rows).transpose(2, 0, 1)
+
+
+def _run_batch(
+    kind: LayerKind,
+    binding: dict[sp.Symbol, Any],
+    given: dict[str, np.ndarray],
+    run: Callable[[dict[sp.Symbol, Any], dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """``run(binding, arrays)`` over a batch: ``given`` holds the batched
+    tensors (rows on axis 0, in any per-sample shape) and the unbatched ones
+    (parameters, statistics) by local name; the result, likewise, with what
+    ``run`` computed added (``given`` passes through unchanged). Row by row,
+    or folded into one sample for a batch-coupled kind; adjoints of unbatched
+    tensors (parameter gradients) are summed over the rows."""
+    shapes = _shapes(kind, binding)
+    batched = {t.name for t in kind.tensors if t.batched}
+    batched |= {f"d{name}" for name in batched}
+    rows = next(v.shape[0] for k, v in given.items() if k in batched)
+
+    def shaped(name: str, v: np.ndarray) -> np.ndarray:
+        return v.reshape(rows, *shapes[name.removeprefix("d")])
+
+    if _coupled(kind):
+        arrays = {k: _fold(shaped(k, v)) if k in batched else v
+                  for k, v in given.items()}  # fmt: skip
+        out = run(_folding(kind, binding, rows), arrays)
+        computed = {k: _unfold(v, rows) if k in batched else v
+                    for k, v in out.items() if k not in given}  # fmt: skip
+        return {**given, **computed}
+    per_row = []
+    for r in range(rows):
+        arrays = {k: shaped(k, v)[r] if k in batched else v for k, v in given.items()}
+        per_row.append(run(binding, arrays))
+    computed = {
+        k: np.stack([o[k] for o in per_row])
+        if k in batched
+        else np.sum([o[k] for o in per_row], axis=0)
+        for k in per_row[0]
+        if k not in given
+    }
+    return {**given, **computed}
+
+
 def _forward_pass(
-    d: Derivation, values: list[np.ndarray], x: np.ndarray
+    d: Derivation,
+    values: list[np.ndarray],
+    X: np.ndarray,
+    masks: list[np.ndarray | None],
 ) -> list[_Forward]:
     """Each layer's statements through the interpreter, then its activation."""
     out = []
-    a = x
+    a = X
+    outputs = [X]  # a0, a1, ...: what a residual connection reads
+    rows = X.shape[0]
     position = 0
+    mask_at = iter(masks)
     for layer in d.layers:
         kind = layer.kind.kind
-        arrays: dict[str, np.ndarray] = {}
+        binding = dict(layer.binding)
         (source,) = [t.name for t in kind.tensors if t.role == "input"]
-        arrays[source] = a
+        given = {source: a}
+        for tensor in kind.tensors:
+            if tensor.role == "residual":
+                assert layer.residual is not None
+                given[tensor.name] = outputs[layer.residual]
         params = []
         for tensor in kind.param_tensors:
-            arrays[tensor.name] = values[position]
+            given[tensor.name] = values[position]
             params.append((f"{tensor.name}{layer.index}", values[position]))
             position += 1
-        run_forward(kind, dict(layer.binding), arrays)
-        result = arrays[kind.output]
+        for tensor in kind.tensors:
+            if tensor.role == "mask":
+                keep = float(sp.sympify(tensor.keep).xreplace(binding))
+                mask = next(mask_at)
+                # no mask: every value kept and not scaled (mask / keep = 1)
+                given[tensor.name] = np.full(a.shape, keep) if mask is None else mask
+        if kind.view:
+            arrays = {**given, kind.output: a.reshape(rows, -1)}
+        else:
+            arrays = _run_batch(kind, binding, given,
+                                lambda b, arr, kind=kind: run_forward(kind, b, arr))  # fmt: skip
+        result = arrays[kind.output].reshape(rows, *layer.output_shape)
         if layer.activation is not None:
-            z, a_next = result, _activate(layer.activation, result)
+            z = result
+            a_next = np.stack([_activate(layer.activation, row) for row in z])
         else:
             z, a_next = None, result
         out.append(_Forward(params, a, arrays, z, a_next))
         a = a_next
+        outputs.append(a)
     return out
 
 
 def _backward_pass(
-    d: Derivation, forward: list[_Forward], y: np.ndarray
+    d: Derivation, forward: list[_Forward], Y: np.ndarray
 ) -> list[LayerStep]:
-    """delta_L from the derived fused formula; each layer's derived rules give
-    its gradients and the adjoint of its input; delta_l = da_l * f'(z_l)."""
+    """delta_L from the derived fused formula (over the rows: the loss is their
+    mean); each layer's derived rules give its gradients and the adjoint of its
+    input; delta_l = da_l * f'(z_l)."""
     n = len(d.layers)
     out_fwd = forward[-1]
     assert out_fwd.z is not None
-    delta = _elementwise(d.loss.output_delta.expr, [Z, A, Y], out_fwd.z, out_fwd.a, y)
+    rows = Y.shape[0]
+    delta = _elementwise(d.loss.output_delta.expr, [Z, A, Y_SYMBOL], out_fwd.z,
+                         out_fwd.a, Y) / rows  # fmt: skip
     steps: list[LayerStep | None] = [None] * n
     backprop: np.ndarray | None = None
+    # adjoints of a_l from residual connections above, added when l is reached
+    residual: dict[int, np.ndarray] = {}
     for position in range(n - 1, -1, -1):
         layer, fwd = d.layers[position], forward[position]
         kind = layer.kind.kind
+        binding = dict(layer.binding)
         act = layer.activation
         fprime = _derivative(act, fwd.z) if fwd.z is not None else None
         if position < n - 1:
             assert backprop is not None
+            if layer.index in residual:
+                backprop = backprop + residual.pop(layer.index).reshape(backprop.shape)
             delta = (
-                backprop * fprime
+                backprop.reshape(fwd.a.shape) * fprime
                 if (act is not None and fprime is not None)
-                else backprop
+                else backprop.reshape(fwd.a.shape)
             )
         names = layer_names(layer)
-        arrays = {**fwd.arrays, f"d{kind.output}": delta}
+        (source,) = [t.name for t in kind.tensors if t.role == "input"]
         if kind.view:
-            adjoints = {f"d{t.name}": delta.reshape(fwd.input.shape)
-                        for t in kind.tensors if t.role == "input"}  # fmt: skip
+            adjoints = {f"d{source}": delta.reshape(fwd.input.shape)}
         else:
-            adjoints = run_rules(kind, layer.kind.rules, dict(layer.binding), arrays)
+            given = {**fwd.arrays, f"d{kind.output}": delta}
+            rules = layer.kind.rules
+            adjoints = _run_batch(
+                kind, binding, given,
+                lambda b, arr, kind=kind, rules=rules: run_rules(kind, rules, b, arr),
+            )  # fmt: skip
         grads = tuple(
             (f"grad_{t.name}{layer.index}", adjoints[f"d{t.name}"])
             for t in kind.param_tensors
         )
-        (source,) = [t.name for t in kind.tensors if t.role == "input"]
+        for tensor in kind.tensors:
+            if tensor.role == "residual" and layer.residual:  # a0 needs none
+                extra = adjoints[f"d{tensor.name}"].reshape(
+                    forward[layer.residual - 1].a.shape
+                )
+                residual[layer.residual] = residual.get(layer.residual, 0) + extra
         step_backprop = backprop if position < n - 1 and act is not None else None
         backprop = adjoints.get(f"d{source}")
+        if backprop is not None:
+            backprop = backprop.reshape(fwd.input.shape)
         statements = tuple(
             (
                 statement_text(bound_statement(st, layer), names, subscripts=False),
@@ -445,19 +638,33 @@ def _backward_pass(
             )
             for st in kind.forward
         )
-        rules = tuple(
-            (
-                names.get(f"d{form.target}", form.target),
-                gather_text(bound_gather(form, layer), names),
-                gather_latex(bound_gather(form, layer), names),
-            )
-            for form in layer.kind.gathers
-            if not (kind.tensor(form.target).role == "input" and layer.index == 1)
-        )
+        written: set[str] = set()
+        rules_text = []
+        for form in layer.kind.gathers:
+            if kind.tensor(form.target).role == "input" and layer.index == 1:
+                continue
+            adjoint = names.get(f"d{form.target}", form.target)
+            assign = "+=" if adjoint in written else "="
+            written.add(adjoint)
+            bound = bound_gather(form, layer)
+            rules_text.append(
+                (adjoint, gather_text(bound, names, assign=assign),
+                 gather_latex(bound, names))
+            )  # fmt: skip
+        shapes = (fwd.input.shape[1:], fwd.a.shape[1:])
         work = tuple(
-            (f"{t.name}{layer.index}", fwd.arrays[t.name])
-            for t in kind.tensors
-            if t.role == "index"
+            (
+                names.get(st.target, st.target),
+                _shown(kind, st.target, fwd.arrays[st.target], shapes),
+            )
+            for st in kind.forward
+            if st.target != kind.output
+        )
+        inner = [t.name for t in kind.tensors if t.role in ("work", "stat")]
+        inner_adjoints = tuple(
+            (names.get(f"d{t}", f"d{t}"), _shown(kind, t, adjoints[f"d{t}"], shapes))
+            for t in dict.fromkeys(f.target for f in layer.kind.gathers)
+            if t in inner and f"d{t}" in adjoints
         )
         steps[position] = LayerStep(
             index=layer.index,
@@ -469,8 +676,9 @@ def _backward_pass(
             z=fwd.z,
             a=fwd.a,
             work=work,
+            adjoints=inner_adjoints,
             statements=statements,
-            rules=rules,
+            rules=tuple(rules_text),
             forward_text=act.forward.text if act is not None else None,
             forward_latex=act.forward.latex if act is not None else None,
             derivative=fprime,
@@ -486,6 +694,45 @@ def _backward_pass(
             grads=grads,
         )
     return [s for s in steps if s is not None]
+
+
+def _shown(
+    kind: LayerKind, name: str, v: np.ndarray, shapes: Sequence[tuple[int, ...]]
+) -> np.ndarray:
+    """A batched tensor of the kind in the layer's input or output shape (per
+    row) when it has as many values (batch norm's (C, R) view of a vector)."""
+    if not kind.tensor(name).batched or v.ndim == 1:
+        return v
+    for shape in shapes:
+        if v[0].size == math.prod(shape):
+            return v.reshape(v.shape[0], *shape)
+    return v
+
+
+def _one_sample(w: WorkedExample) -> WorkedExample:
+    """A batch of one row as one sample: every batched array without its row
+    axis (statistics and gradients are already per sample)."""
+
+    def row(v: np.ndarray | None) -> np.ndarray | None:
+        return None if v is None else v[0]
+
+    layers = tuple(
+        replace(
+            ly,
+            input=ly.input[0],
+            z=row(ly.z),
+            a=ly.a[0],
+            # one sample: no statistics (they need a batch), every work tensor batched
+            work=tuple((name, v[0]) for name, v in ly.work),
+            adjoints=tuple((name, v[0]) for name, v in ly.adjoints),
+            derivative=row(ly.derivative),
+            backprop=row(ly.backprop),
+            delta=ly.delta[0],
+        )
+        for ly in w.layers
+    )
+    head = replace(w.head, gradient=row(w.head.gradient))
+    return replace(w, x=w.x[0], y=w.y[0], layers=layers, head=head, rows=None)
 
 
 # --------------------------------------------------------------- rendering
@@ -593,31 +840,65 @@ def _render(w: WorkedExample, doc: Document | None = None) -> Document:
     spec = w.spec
     doc = doc or Document()
     n = len(w.layers)
-    which = f"sample {w.sample}" if w.sample is not None else "one sample"
+    batch = w.rows is not None
+    if batch:
+        first = w.sample if w.sample is not None else 0
+        which = f"a batch of {w.rows} rows"
+        if w.sample is not None:
+            which += f" (rows {first}..{first + w.rows - 1})"
+    else:
+        which = f"sample {w.sample}" if w.sample is not None else "one sample"
     doc.heading(f"Worked example: '{spec.name}' ({spec.architecture}), {which}", 1)
-    x_text = (
-        _vec_text(w.x) if w.x.size <= MAX_TENSOR_ENTRIES else f"({_shape(w.x)} values)"
-    )
-    doc.para(
-        f"Input x = a0 = {x_text}, target y = {_vec_text(w.y)}. Each number "
-        "below is a derived formula evaluated at this sample (float64); the "
-        "gradients are those of this one sample's loss."
-    )
+    if batch:
+        doc.para(
+            f"Input x = a0, {_shape(w.x)}, and target y, {_shape(w.y)}: one row "
+            "per sample, as every batched tensor below (axis 0). Each number is "
+            "a derived formula evaluated at this batch (float64), in training "
+            "mode as loss_and_grad runs it; the loss is the mean over the rows "
+            "and the gradients are its gradients."
+        )
+        coupled = [ly.index for ly in w.layers if ly.kind == "batch_norm"]
+        if coupled:
+            doc.para(
+                "Batch norm needs the whole batch: its mean and var are over every "
+                "row (and position) of a channel, so each row's output depends on "
+                "the others, and so does each row's gradient; layer(s) "
+                f"{', '.join(map(str, coupled))}."
+            )
+        doc.eq(_value_lines("x = ", w.x), f"x = {_tensor_latex(w.x)}")
+        doc.eq(_value_lines("y = ", w.y), f"y = {_tensor_latex(w.y)}")
+    else:
+        x_text = (
+            _vec_text(w.x)
+            if w.x.size <= MAX_TENSOR_ENTRIES
+            else f"({_shape(w.x)} values)"
+        )
+        doc.para(
+            f"Input x = a0 = {x_text}, target y = {_vec_text(w.y)}. Each number "
+            "below is a derived formula evaluated at this sample (float64); the "
+            "gradients are those of this one sample's loss."
+        )
+    if any(ly.kind == "dropout" for ly in w.layers) and not w.masked:
+        doc.para(
+            "No dropout masks given: no dropout, as loss_and_grad without masks "
+            "(each mask holds the keep probability 1 - p, so mask / (1 - p) = 1)."
+        )
 
     doc.heading("Forward pass")
     for layer in w.layers:
-        if layer.kind == "dense":
+        if layer.kind == "dense" and not batch:
             _dense_forward(doc, layer)
         else:
-            _kind_forward(doc, layer)
+            _kind_forward(doc, layer, batch)
         doc.gap()
 
     doc.heading("Loss")
     h = w.head
     reduce = "mean" if h.reduce == "mean" else "sum"
+    over = f"each row, and the mean over the {w.rows} rows" if batch else "this sample"
     doc.para(
         f"Loss {h.label}: l(y_hat, y) per output, the {reduce} over the "
-        f"{len(w.y)} output(s) for this sample, with y_hat = a{n}."
+        f"{w.y.shape[-1]} output(s) for {over}, with y_hat = a{n}."
     )
     doc.eq([f"l = {h.per_element_text}"], f"l = {h.per_element_latex}")
     doc.eq(
@@ -629,7 +910,15 @@ def _render(w: WorkedExample, doc: Document | None = None) -> Document:
     doc.heading("Backward pass")
     last = w.layers[-1]
     doc.heading(f"Output layer {n}: {last.activation} with {h.label}", 3)
-    if h.gradient is not None and last.derivative is not None:
+    if batch:
+        doc.eq(
+            [f"delta{n} = dL/dz{n} = ({h.delta_text}) / {w.rows}    [derived, fused; "
+             f"reads {h.delta_reads}; the loss is the mean over the rows]",
+             *_value_lines("   = ", last.delta)],
+            rf"\delta^{{({n})}} = \frac{{1}}{{{w.rows}}}\left({h.delta_latex}\right) = "
+            rf"{_tensor_latex(last.delta)}",
+        )  # fmt: skip
+    elif h.gradient is not None and last.derivative is not None:
         scale = "" if h.scale == 1.0 else f"{_num(h.scale)} * "
         scale_latex = "" if h.scale == 1.0 else rf"{_num(h.scale)} \cdot "
         doc.eq(
@@ -646,32 +935,35 @@ def _render(w: WorkedExample, doc: Document | None = None) -> Document:
             rf"\delta^{{({n})}} = {scale_latex}\frac{{\partial l}}{{\partial \hat y}}"
             rf" \odot f'(z^{{({n})}})",
         )
-    elif h.jacobian_text is not None:
+    if not batch and h.gradient is None and h.jacobian_text is not None:
         doc.para(
             f"The {last.activation} output couples its outputs (Jacobian "
             f"da_i/dz_j = {h.jacobian_text}); summed over i with the loss "
             "gradient it reduces to the fused delta below."
         )
-    doc.eq(
-        [
-            f"delta{n} = dL/dz{n} = {h.delta_text}    [derived, fused; reads "
-            f"{h.delta_reads}]",
-            f"   = {_vec_text(last.delta)}",
-        ],
-        rf"\delta^{{({n})}} = \frac{{\partial L}}{{\partial z^{{({n})}}}} = "
-        rf"{h.delta_latex} = {_vec_latex(last.delta)}",
-    )
-    _gradients(doc, last)
+    if not batch:
+        doc.eq(
+            [
+                f"delta{n} = dL/dz{n} = {h.delta_text}    [derived, fused; reads "
+                f"{h.delta_reads}]",
+                f"   = {_vec_text(last.delta)}",
+            ],
+            rf"\delta^{{({n})}} = \frac{{\partial L}}{{\partial z^{{({n})}}}} = "
+            rf"{h.delta_latex} = {_vec_latex(last.delta)}",
+        )
+    _gradients(doc, last, batch)
 
     for layer in reversed(w.layers[:-1]):
         above = w.layers[layer.index]
-        if layer.kind == "dense" and above.kind == "dense":
+        if layer.kind == "dense" and above.kind == "dense" and not batch:
             _dense_delta(doc, layer, above)
         else:
-            _kind_delta(doc, layer, above)
-        _gradients(doc, layer)
+            _kind_delta(doc, layer, above, batch)
+        _gradients(doc, layer, batch)
 
-    doc.heading("Gradients of this sample's loss")
+    doc.heading(
+        "Gradients of the batch's loss" if batch else "Gradients of this sample's loss"
+    )
     for layer in w.layers:
         if not layer.grads:
             continue
@@ -687,10 +979,18 @@ def _render(w: WorkedExample, doc: Document | None = None) -> Document:
                          + (_row_latex(g) if g.ndim == 1 else _tensor_latex(g)))  # fmt: skip
         doc.eq(lines, r", \quad ".join(latex))
     doc.gap()
-    doc.para(
-        "A batch's gradient is the mean of its samples' gradients (the generated "
-        "module's loss_and_grad)."
-    )
+    if batch:
+        doc.para(
+            "What the generated module's loss_and_grad returns for these rows "
+            "(parameter gradients are summed over the rows of the delta, which "
+            "carries the 1/rows of the mean)."
+        )
+    else:
+        doc.para(
+            "A batch's gradient is the mean of its samples' gradients (the generated "
+            "module's loss_and_grad); with batch norm it is not: its statistics "
+            "couple the rows (see a batch's worked example)."
+        )
     return doc
 
 
@@ -743,14 +1043,18 @@ def _activation(doc: Document, layer: LayerStep) -> None:
     )
 
 
-def _kind_forward(doc: Document, layer: LayerStep) -> None:
-    """A conv, pooling or flatten layer: its statements and their values."""
+def _kind_forward(doc: Document, layer: LayerStep, batch: bool = False) -> None:
+    """A layer through its statements and their values (every kind but dense
+    for one sample, every kind for a batch)."""
     i = layer.index
     out = layer.z if layer.z is not None else layer.a
     act = f", {layer.activation}" if layer.activation else ""
-    doc.heading(
-        f"Layer {i}: {layer.kind}{act}, {_shape(layer.input)} -> {_shape(out)}", 3
+    shapes = (
+        f"{_shape(layer.input[0])} -> {_shape(out[0])} per row"
+        if batch
+        else f"{_shape(layer.input)} -> {_shape(out)}"
     )
+    doc.heading(f"Layer {i}: {layer.kind}{act}, {shapes}", 3)
     if not layer.statements:
         doc.eq(
             [f"a{i} = a{i - 1} flattened in C order (channel, row, column)",
@@ -807,7 +1111,9 @@ def _dense_delta(doc: Document, layer: LayerStep, above: LayerStep) -> None:
     doc.eq(text, latex)
 
 
-def _kind_delta(doc: Document, layer: LayerStep, above: LayerStep) -> None:
+def _kind_delta(
+    doc: Document, layer: LayerStep, above: LayerStep, batch: bool = False
+) -> None:
     """The adjoint of a layer's output from the layer above's derived rule (gather
     form), then f' for a layer with an activation."""
     i = layer.index
@@ -818,9 +1124,13 @@ def _kind_delta(doc: Document, layer: LayerStep, above: LayerStep) -> None:
     )
     into = [r for r in above.rules if r[0] in (f"da{i}", f"delta{i}")]
     back = layer.backprop if layer.backprop is not None else layer.delta
-    for _, text, latex in into:
+    if into:
+        *first, last = into
+        for _, text, latex in first:
+            doc.eq(text, latex)
+        _, text, latex = last
         doc.eq([text, *_value_lines("   = ", back)], f"{latex} = {_tensor_latex(back)}")
-    if not into:  # a view (flatten) above: the same numbers in its shape
+    else:  # a view (flatten) above: the same numbers in its shape
         doc.eq(
             [
                 f"da{i} = delta{i + 1} in the shape of a{i}",
@@ -842,12 +1152,12 @@ def _kind_delta(doc: Document, layer: LayerStep, above: LayerStep) -> None:
         )  # fmt: skip
 
 
-def _gradients(doc: Document, layer: LayerStep) -> None:
+def _gradients(doc: Document, layer: LayerStep, batch: bool = False) -> None:
     i = layer.index
     if not layer.grads:
         doc.gap()
         return
-    if layer.kind == "dense":
+    if layer.kind == "dense" and not batch:
         doc.eq(
             [
                 f"grad_W{i} = delta{i} a{i - 1}^T = {_vec_text(layer.delta)} "
@@ -861,10 +1171,21 @@ def _gradients(doc: Document, layer: LayerStep) -> None:
             rf"\delta^{{({i})}} = {_vec_latex(layer.grad_bias)}",
         )
     else:
-        rules = {name: (text, latex) for name, text, latex in layer.rules}
-        for name, g in layer.grads:
-            text, latex = rules[name]
-            doc.eq([text, *_value_lines("   = ", g)], f"{latex} = {_tensor_latex(g)}")
+        # every rule into a parameter or an intermediate, in the derived order;
+        # a value after the last rule that adds to its adjoint
+        values = {**dict(layer.grads), **dict(layer.adjoints)}
+        grads = dict(layer.grads)
+        last = {name: n for n, (name, _, _) in enumerate(layer.rules)}
+        for n, (name, text, latex) in enumerate(layer.rules):
+            if name not in values:
+                continue  # the input's adjoint: the layer below shows it
+            summed = "   (summed over the rows)" if batch and name in grads else ""
+            if last[name] != n:
+                doc.eq(text, latex)
+                continue
+            v = values[name]
+            doc.eq([text + summed, *_value_lines("   = ", v)],
+                   f"{latex} = {_tensor_latex(v)}")  # fmt: skip
     doc.gap()
 
 
