@@ -3,8 +3,9 @@
 ``generate_source(spec)`` runs the whole pipeline (derive -> lower -> render).
 ``write_module`` writes it atomically and refuses to overwrite a file it did not
 generate, or another spec's module, unless forced. ``build(spec)`` generates into
-a per-user cache keyed by spec hash and generator version and imports it, so a
-second process reuses the file and Numba's on-disk cache.
+a per-user cache (a kernel module per architecture, a small module per spec that
+imports it) and imports it, so a second process, or a second spec of the same
+architecture, reuses the files and Numba's on-disk cache.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from types import ModuleType
 
 from ._version import __version__
+from .codegen.head import architecture_module, exported_names, lower_head
 from .codegen.lowering import lower
-from .codegen.render import render_module, templates_dir
+from .codegen.render import render_kernels, render_module, templates_dir
 from .engine.derivation import derive
 from .errors import DeriveError
 from .fileio import atomic_write
@@ -32,8 +34,8 @@ _HEADER = re.compile(
 
 
 def generate_source(spec: Spec) -> str:
-    """The generated module's source text for ``spec`` (deterministic)."""
-    return render_module(lower(derive(spec)))
+    """The standalone module's source text for ``spec`` (deterministic)."""
+    return render_module(lower_head(spec), lower(derive(spec)))
 
 
 def read_header(path: Path) -> tuple[str, str, str] | None:
@@ -115,19 +117,51 @@ def generator_fingerprint() -> str:
 def build(spec: Spec) -> ModuleType:
     """Generate (if needed) and import the spec's module from the cache.
 
-    The file name holds the spec hash and the generator's fingerprint, so a changed
-    spec or a changed derive gets a new file; Numba's cache sits beside it (``__pycache__``)
-    and is reused by the next process. Concurrent builders each write a complete
-    temporary file and rename it into place, so none sees a partial file.
+    The cache directory (one per derive version and generator fingerprint) is a
+    package holding, per architecture (``Spec.architecture_hash``), one kernel
+    module ``kernels_<hash>.py`` and, per spec, a head ``derive_<name>_<hash>.py``
+    that imports it: specs that differ only in their name, hyper-parameters or
+    training settings share the kernels, so Numba compiles them once (its cache
+    sits beside them in ``__pycache__`` and is reused by the next process), and a
+    spec whose architecture is cached is built without deriving anything.
+    Concurrent builders each write a complete temporary file and rename it into
+    place, so none sees a partial file.
     """
     directory = cache_dir() / f"v{__version__}-{generator_fingerprint()}"
+    package = _cache_package(directory)
     module_name = f"derive_{spec.name}_{spec.hash}"
+    qualified = f"{package}.{module_name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
     path = directory / f"{module_name}.py"
     if not path.exists():
-        atomic_write(path, generate_source(spec))
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    return import_path(path, module_name)
+        kernels = directory / f"{architecture_module(spec)}.py"
+        if kernels.exists():
+            kernel_source = kernels.read_text(encoding="utf-8")
+        else:
+            kernel_source = render_kernels(lower(derive(spec)))
+            atomic_write(kernels, kernel_source)
+        head = lower_head(spec, exported_names(kernel_source))
+        atomic_write(path, render_module(head))
+    return importlib.import_module(qualified)
+
+
+def _cache_package(directory: Path) -> str:
+    """Import the cache directory as a package (so a head's relative import finds
+    its kernel module beside it); returns the package's name."""
+    name = f"derive_cache_{directory.name.replace('.', '_').replace('-', '_')}"
+    if name not in sys.modules:
+        init = directory / "__init__.py"
+        if not init.exists():
+            atomic_write(init, '"""derive.build\'s module cache (generated)."""\n')
+        module_spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(directory)]
+        )
+        assert module_spec is not None and module_spec.loader is not None
+        package = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = package
+        module_spec.loader.exec_module(package)
+    return name
 
 
 def import_path(path: Path, module_name: str | None = None) -> ModuleType:

@@ -238,6 +238,23 @@ class Spec:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    @property
+    def architecture_hash(self) -> str:
+        """Stable 16-hex-digit hash of what the compiled kernels depend on: the
+        dtype, input, layers, loss and optimizer family. The name, the optimizer's
+        hyper-parameters and the training settings are run-time values, so specs
+        that differ only in them share one kernel module (one Numba compile)."""
+        d = self.to_dict()
+        kernel_part = {
+            "dtype": d["dtype"],
+            "input": d["input"],
+            "layers": d["layers"],
+            "loss": d["loss"],
+            "optimizer": d["optimizer"]["name"],
+        }
+        canonical = json.dumps(kernel_part, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
     def activation_def(self, index: int) -> Activation:
         """The op definition of layer ``index``'s activation (0-based)."""
         ref = self.layers[index].activation

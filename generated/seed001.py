@@ -21,6 +21,9 @@ X is (n, 2).
 ``SPEC`` is the spec and ``FORMULAS`` the derivation this code implements: the
 jitted kernels below print each formula over the loops that compute it (per
 sample; in code, every buffer but a parameter has the batch as its last axis).
+The kernels depend only on the architecture (``ARCHITECTURE_HASH``: dtype, input,
+layers, loss, optimizer family); the name, ``OPTIMIZER``'s hyper-parameters and
+``TRAINING`` reach them as run-time arguments.
 """
 
 import math
@@ -73,6 +76,30 @@ patience = 0
 min_delta = 0.0
 validation_split = 0.0
 """
+OPTIMIZER = {
+    "name": "sgd",
+    "lr": 0.1,
+    "momentum": 0.0,
+    "dampening": 0.0,
+    "nesterov": False,
+    "weight_decay": 0.0,
+}
+TRAINING = {
+    "epochs": 100,
+    "batch_size": 2,
+    "shuffle": False,
+    "seed": 0,
+    "schedule": "constant",
+    "step_size": 10,
+    "gamma": 0.1,
+    "min_lr": 0.0,
+    "clip_norm": 0.0,
+    "patience": 0,
+    "min_delta": 0.0,
+    "validation_split": 0.0,
+}
+# the architecture: what the kernels compute depends on these alone
+ARCHITECTURE_HASH = "0be9a84945c8f96b"
 FORMULAS = {
     "z1": "z1[j] = b1[j] + sum_k W1[j, k]*a0[k]",
     "a1": "a1 = relu(z1) = (z if z > 0 else 0)",
@@ -103,28 +130,6 @@ TARGETS = "probability"
 TARGET_TOLERANCE = 1e-8
 TASK = "binary"  # binary | multiclass | regression
 THRESHOLD = 0.5  # a binary output's class boundary (the output op at z = 0)
-OPTIMIZER = {
-    "name": "sgd",
-    "lr": 0.1,
-    "momentum": 0.0,
-    "dampening": 0.0,
-    "nesterov": False,
-    "weight_decay": 0.0,
-}
-TRAINING = {
-    "epochs": 100,
-    "batch_size": 2,
-    "shuffle": False,
-    "seed": 0,
-    "schedule": "constant",
-    "step_size": 10,
-    "gamma": 0.1,
-    "min_lr": 0.0,
-    "clip_norm": 0.0,
-    "patience": 0,
-    "min_delta": 0.0,
-    "validation_split": 0.0,
-}
 # (name, shape, init, scale) of each parameter, in the order of params
 _PARAMS = (
     # W1: He normal: std = sqrt(2 / fan_in) = 1

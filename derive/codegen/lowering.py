@@ -37,9 +37,10 @@ from ..engine.notation import (
 from ..engine.notation import text as notation_text
 from ..layers.ir import B, LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
+from .head import summary
 from .loops import Guard, Nest, print_nest
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
-from .sources import blas_source, helper_source, runtime_source
+from .sources import blas_source, helper_source
 
 #: Dense layers with fewer weights than BLAS_MIN_WEIGHTS and at most
 #: LOOPS_MAX_INPUTS inputs use explicit loops (vectorized along the batch, the
@@ -101,10 +102,8 @@ class MaskCode:
 class CodeModel:
     """Everything a template needs, as already-printed strings."""
 
-    name: str
     generator_version: str
-    spec_hash: str
-    spec_toml: str
+    architecture_hash: str
     dtype: str  # "float32" | "float64"
     summary: str
     input_shape: tuple[int, ...]
@@ -135,19 +134,15 @@ class CodeModel:
     gather_code: str  # _train: a batch's rows into XT and YT
     helpers: tuple[str, ...]  # helper function sources
     blas: str  # the gemm declaration, if some product calls BLAS
-    runtime: str  # the public API, verbatim
     targets: str  # "any" | "probability" | "distribution"
     task: str  # "binary" | "multiclass" | "regression"
     threshold: str  # decision threshold of a binary output, as a Python literal
     target_tolerance: str
     train_jit_options: str  # keyword arguments of the training loop's numba.njit
-    optimizer_name: str
     optimizer_template: str
-    optimizer_hyper: tuple[tuple[str, str], ...]  # (name, Python literal)
     optimizer_keys: tuple[str, ...]  # the hyper-parameters the jitted update reads
     optimizer_slots: int
     optimizer_decoupled: bool  # AdamW's decoupled weight decay
-    training: tuple[tuple[str, str], ...]
     formulas: tuple[tuple[str, str], ...]
 
 
@@ -166,12 +161,6 @@ def _train_jit_options(dtype: str) -> str:
         flags = ", ".join(f'"{flag}"' for flag in FAST_MATH_FLAGS)
         options += f", fastmath={{{flags}}}"
     return options
-
-
-def _py(value: object) -> str:
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_py(v) for v in value) + ")"
-    return repr(value)
 
 
 # ------------------------------------------------------------------- buffers
@@ -1157,9 +1146,6 @@ def lower(derivation: Derivation) -> CodeModel:
     uses_gemm = "_xxgemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
     task, threshold = _task(d)
-    acts = ", ".join(
-        layer.activation.label for layer in spec.layers if layer.activation is not None
-    )
     param_names = [p.name for p in params]
     grad_names = [f"grad_{p.name}" for p in params]
     state_names = [b.name for b in buffers.state]
@@ -1168,12 +1154,10 @@ def lower(derivation: Derivation) -> CodeModel:
     delta_names = [b.name for b in buffers.deltas]
     input_arg = "X" if len(spec.input_shape) == 1 else "XT"
     return CodeModel(
-        name=spec.name,
         generator_version=__version__,
-        spec_hash=spec.hash,
-        spec_toml=spec.to_toml(),
+        architecture_hash=spec.architecture_hash,
         dtype=dtype,
-        summary=f"{spec.architecture} network ({acts}; loss {spec.loss.label}; {dtype})",
+        summary=summary(spec),
         input_shape=spec.input_shape,
         sizes=spec.sizes,
         shapes=spec.shapes,
@@ -1238,18 +1222,14 @@ def lower(derivation: Derivation) -> CodeModel:
         gather_code="\n".join(_gather_lines(d)),
         helpers=tuple(helper_source(h) for h in helpers),
         blas=blas_source() if uses_gemm else "",
-        runtime=runtime_source(),
         targets=d.loss.targets,
         task=task,
         threshold=threshold,
         target_tolerance="1e-4" if dtype == "float32" else "1e-8",
         train_jit_options=_train_jit_options(dtype),
-        optimizer_name=spec.optimizer.name,
         optimizer_template=f"optimizers/{opt.template}",
-        optimizer_hyper=tuple((k, _py(v)) for k, v in spec.optimizer.hyper),
         optimizer_keys=opt.run_time,
         optimizer_slots=opt.slots,
         optimizer_decoupled=bool(opt.variant.get("decoupled", False)),
-        training=tuple((k, _py(v)) for k, v in vars(spec.training).items()),
         formulas=tuple((k, json.dumps(v)) for k, v in d.formulas().items()),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jinja2
 
+from .head import HeadModel
 from .lowering import CodeModel
 
 
@@ -63,7 +64,15 @@ def format_python(source: str) -> str:
     return result.stdout
 
 
-def render_module(model: CodeModel) -> str:
-    """The generated module's source for ``model``."""
-    raw = environment().get_template("module.py.jinja").render(m=model)
+def render_module(head: HeadModel, model: CodeModel | None = None) -> str:
+    """A spec's module: standalone with its architecture ``model`` printed inline,
+    or (``model=None``) a head importing ``head.architecture_module``."""
+    context = {"h": head} if model is None else {"h": head, "m": model}
+    raw = environment().get_template("module.py.jinja").render(**context)
+    return format_python(raw)
+
+
+def render_kernels(model: CodeModel) -> str:
+    """The shared kernel module of ``model``'s architecture (derive.build's cache)."""
+    raw = environment().get_template("kernels.py.jinja").render(m=model)
     return format_python(raw)
