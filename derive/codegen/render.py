@@ -6,11 +6,13 @@ from __future__ import annotations
 import functools
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
-from .head import HeadModel
-from .lowering import CodeModel
+if TYPE_CHECKING:
+    from .head import HeadModel
+    from .lowering import CodeModel
 
 
 def templates_dir() -> Path:
