@@ -188,7 +188,8 @@ def _document(d: Derivation) -> Document:
         checks = len(kind.checks)
         if checks:
             doc.para(
-                f"Gather forms checked against the scatter rules on {checks} shapes: "
+                "Gather forms checked against the scatter rules on "
+                f"{checks} shape{'s' if checks > 1 else ''}: "
                 f"largest difference {kd.check_error:.3g}."
             )
         for proof in kind_proofs(kind, kd.gathers):
