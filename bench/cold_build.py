@@ -2,11 +2,13 @@
 first fit call (Numba compile, or loading Numba's cache).
 
 Run twice with the same, initially empty, cache directory: the first run is cold,
-the second cached (run.py does this with the W3 spec):
+the second cached; a third with --variant builds another spec of the same
+architecture (run.py does this with the W3 spec):
 
     export DERIVE_CACHE_DIR=$(mktemp -d)
     python bench/cold_build.py bench/w3_tabular.toml
     python bench/cold_build.py bench/w3_tabular.toml --json
+    python bench/cold_build.py bench/w3_tabular.toml --variant
 """
 
 import time
@@ -29,9 +31,21 @@ def main() -> None:
     default = Path(__file__).with_name("w3_tabular.toml")
     parser.add_argument("spec", nargs="?", default=str(default))
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument(
+        "--variant",
+        action="store_true",
+        help="build the spec under another name, lr and weight_decay (the same "
+        "architecture: its kernels come from the cache if the spec was built)",
+    )
     args = parser.parse_args()
 
     spec = derive.load_spec(args.spec)
+    if args.variant:
+        data = spec.to_dict()
+        data["name"] = data["name"] + "_variant"
+        data["optimizer"]["lr"] = data["optimizer"]["lr"] * 0.5
+        data["optimizer"]["weight_decay"] = 0.01
+        spec = derive.spec_from_dict(data)
     t0 = time.perf_counter()
     module = derive.build(spec)
     built = time.perf_counter()
