@@ -193,9 +193,9 @@ _ZERO = np.zeros(1, dtype=DTYPE)
 
 
 # Each jitted function below holds its whole computation (the forward, loss and
-# backward code is repeated, not called): Numba compiles every callee again
-# inside each caller, and one function per task cut the first fit's compile
-# time several-fold (bench/cold_build.py).
+# backward code is repeated, not called, except for layers that share their code
+# with others): one function per task cut the first fit's compile time
+# several-fold (bench/cold_build.py).
 #
 # The buffers are feature-major: the last axis is the sample (XT[k, i] is input k
 # of sample i, z1[j, i] unit j's pre-activation), so every loop over the samples

@@ -215,6 +215,11 @@ def corpus() -> dict[str, Spec]:
         [{"expr": "x*tanh(softplus(x))"}, "identity"],
         "mse",
     )
+    # equal hidden layers: their kernel code is outlined into shared functions
+    specs["deep_uniform"] = make_spec(
+        "deep_uniform", [5, 20, 20, 20, 20, 3], ["relu"] * 4 + ["softmax"],
+        "cross_entropy",
+    )  # fmt: skip
     specs.update(CNN_CORPUS)
     for i, (act, loss) in enumerate(HEADS):
         out = 3 if _label(act) == "softmax" else 2

@@ -39,6 +39,7 @@ from ..layers.ir import B, LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .head import summary
 from .loops import Guard, Nest, print_nest
+from .outline import SEGMENT, outline
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
 from .sources import blas_source, helper_source
 
@@ -131,6 +132,9 @@ class CodeModel:
     mask_code: str  # _train: a batch's dropout masks from the seeded generator
     loss_code: str  # the loss sum over the first rows samples
     backward_code: str  # loss, output delta and every gradient
+    train_forward_code: str  # _train's training forward (fast-math copies, float32)
+    train_backward_code: str  # _train's backward
+    layer_functions: tuple[str, ...]  # blocks that several layers share, outlined
     gather_code: str  # _train: a batch's rows into XT and YT
     helpers: tuple[str, ...]  # helper function sources
     blas: str  # the gemm declaration, if some product calls BLAS
@@ -144,6 +148,15 @@ class CodeModel:
     optimizer_slots: int
     optimizer_decoupled: bool  # AdamW's decoupled weight decay
     formulas: tuple[tuple[str, str], ...]
+
+
+#: A layer's block of kernel code that at least this many layers share (the
+#: same kind, sizes and activation) becomes one jitted function they all call:
+#: Numba then compiles it once instead of once per layer and kernel, which keeps
+#: the compile time per added layer constant (bench/depth_scaling.py: 16 equal
+#: tanh layers compiled in 14.4 s inline, 7.0 s outlined). Networks without
+#: repeated layers (every shipped example) are printed as before.
+OUTLINE_MIN_LAYERS = 2
 
 
 #: LLVM fast-math flags of float32 training loops: fused multiply-add, reciprocal
@@ -805,15 +818,18 @@ def _forward_lines(
 ) -> list[str]:
     """The forward pass of evaluation or of training (batch statistics, masks)."""
     lines: list[str] = []
+    part = "training_forward" if training else "forward"
     for plan in plans:
         info, kind = plan.info, plan.kind
         if kind.view:
+            lines.append(f"{SEGMENT} - inline")
             lines.append(
                 f"# a{info.index} = {plan.input} flattened in C order: the same buffer "
                 "(every buffer holds a sample's values in C order)"
             )
             lines.append(f"a{info.index} = {plan.input}")
             continue
+        lines.append(f"{SEGMENT}{info.index} {part}")
         statements = kind.forward if training else _evaluation_statements(kind)
         pending_bias = None
         skip = set()
@@ -939,7 +955,7 @@ def _backward_lines(
     )
     fused = {id(out_bias)} if out_bias is not None else set()
     bias_name = out_plan.names[f"d{out_bias.target}"] if out_bias else None
-    lines = _output_pass(d, dtype, bias_name)
+    lines = [f"{SEGMENT} - inline", *_output_pass(d, dtype, bias_name)]
     # views of adjoints (flatten): declared before any rule writes into them
     for plan in plans:
         if plan.kind.view and plan.input_adjoint is not None:
@@ -951,6 +967,7 @@ def _backward_lines(
         kind = plan.kind
         if kind.view:
             continue
+        lines.append(f"{SEGMENT}{plan.info.index} backward")
         for rule in plan.kd.rules:
             if id(rule) in fused:
                 continue
@@ -1141,7 +1158,32 @@ def lower(derivation: Derivation) -> CodeModel:
     backward = _backward_lines(d, plans, dtype, batched, transposed, layouts, shapes)
     update = _update_lines(plans, dtype, batched, layouts)
     loss = _loss_lines(d, dtype)
-    text = "\n".join([*forward, *training_forward, *backward, *update, *loss])
+    kernel_locals = tuple(
+        dict.fromkeys(
+            [*(p.name for p in params), *(f"grad_{p.name}" for p in params)]
+            + ["X", "XT", "YT", "theta", "grad"]
+            + [b.name for b in (*buffers.forward, *buffers.training, *buffers.deltas)]
+            + [b.name for b in (*buffers.state, *buffers.masks)]
+            + ["cols", "rows", "inv_rows", "total", "lr"]
+        )
+    )
+    jit_plain = 'cache=True, error_model="numpy"'
+    outlined = outline(
+        {
+            "forward": forward,
+            "training_forward": training_forward,
+            "backward": backward,
+            "train_forward": training_forward,
+            "train_backward": backward,
+        },
+        kernel_locals,
+        jit_plain,
+        _train_jit_options(dtype),
+        frozenset(["train_forward", "train_backward"]),
+        OUTLINE_MIN_LAYERS,
+    )
+    bodies = outlined.bodies
+    text = "\n".join([*bodies.values(), *outlined.functions, *update, *loss])
     helpers = helpers_called(text)
     uses_gemm = "_xxgemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
@@ -1213,12 +1255,15 @@ def lower(derivation: Derivation) -> CodeModel:
             delta_names,
             state_names,
         ),  # fmt: skip
-        forward_code="\n".join(forward),
-        training_forward_code="\n".join(training_forward),
+        forward_code=bodies["forward"],
+        training_forward_code=bodies["training_forward"],
+        train_forward_code=bodies["train_forward"],
+        train_backward_code=bodies["train_backward"],
+        layer_functions=outlined.functions,
         update_code="\n".join(update),
         mask_code="\n".join(_mask_lines(buffers)),
         loss_code="\n".join(loss),
-        backward_code="\n".join(backward),
+        backward_code=bodies["backward"],
         gather_code="\n".join(_gather_lines(d)),
         helpers=tuple(helper_source(h) for h in helpers),
         blas=blas_source() if uses_gemm else "",
