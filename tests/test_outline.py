@@ -18,7 +18,7 @@ from derive.spec import Spec
 
 #: (sizes, activations): the loop path (20 units) and the BLAS path (24 units)
 DEEP = {
-    "loops": ([5, 20, 20, 20, 20, 3], ["relu"] * 4 + ["softmax"]),
+    "loops": ([5, 20, 20, 20, 3], ["relu"] * 3 + ["softmax"]),
     "blas": ([40, 24, 24, 24, 1], ["tanh"] * 3 + ["sigmoid"]),
 }
 
