@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/derive demo --out-dir $(VENV)/demo
 
+# Two pytest workers (pytest-xdist): the suite is mostly single-threaded Numba
+# compiles, so each core takes one; they share the module cache on disk.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
