@@ -5,8 +5,9 @@
 Each implementation gets a fresh process so that no other library's thread pool
 (PyTorch's OpenMP, XLA's Eigen pool, OpenBLAS) is alive or spinning next to it.
 For every workload: check the loss after the first few steps against the generated
-module's (shuffle off), then warm up, calibrate the epoch count to a target time
-and time >= 5 repeats; the median throughput is reported. The derive worker also
+module's (shuffle off; W7 also with injected dropout masks), then warm up,
+calibrate the epoch count to a target time and time >= 5 repeats; the median
+throughput is reported. The derive worker also
 measures the float32 GEMM rate, the GEMM bound of W4 and float64 throughput.
 """
 
@@ -45,7 +46,13 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 
 import numpy as np  # noqa: E402
-from workloads import BY_KEY, WORKLOADS, init_params, ref_file  # noqa: E402
+from workloads import (  # noqa: E402
+    BY_KEY,
+    WORKLOADS,
+    fixed_masks,
+    init_params,
+    ref_file,
+)
 
 IMPLS = {
     "derive": "impl_derive",
@@ -87,13 +94,51 @@ def check_run(workload, n: int) -> tuple[int, int]:
     return rows, (5 if rows <= workload.batch_size else 2)
 
 
-def reference(workload, params, X, Y) -> dict:
-    """The generated module's agreement run: per-epoch losses and final params."""
+def agreement_runs(workload) -> list[tuple[str, object, bool]]:
+    """(label, workload, fixed masks?) of the runs compared before timing.
+
+    W1-W4: one run of ``fit``. With dropout (W7) the generated module's fit draws
+    its own masks, so two runs: the variant without dropout through ``fit``
+    (batch statistics, running statistics, the optimizer; p = 0), and the
+    workload itself with the same fixed masks injected everywhere (the module's
+    side: its ``loss_and_grad(masks=...)`` and torch.optim's rule in NumPy).
+    """
+    if not workload.dropout_units:
+        return [("fit", workload, False)]
+    return [
+        ("fit without dropout", workload.variant(dropout=0.0), False),
+        ("fixed dropout masks", workload, True),
+    ]
+
+
+def _masks_kwarg(workload, rows: int, masked: bool) -> dict:
+    return {"masks": fixed_masks(workload, rows)} if masked else {}
+
+
+def _buffers(trainer) -> list[np.ndarray]:
+    """The running statistics (none for the dense trainers)."""
+    return trainer.get_buffers() if hasattr(trainer, "get_buffers") else []
+
+
+def reference(workload, params, X, Y, masked: bool = False) -> dict:
+    """The generated module's agreement run: per-epoch losses, final params and
+    running statistics; with fixed masks also the first batch's loss and
+    gradients at the initial params."""
     import impl_derive
 
     rows, epochs = check_run(workload, len(X))
-    ref = impl_derive.Trainer(workload, params, X[:rows], Y[:rows], shuffle=False)
-    return {"losses": ref.fit(epochs), "final": ref.get_params()}
+    kwargs = _masks_kwarg(workload, rows, masked)
+    ref = impl_derive.Trainer(
+        workload, params, X[:rows], Y[:rows], shuffle=False, **kwargs
+    )
+    out = {}
+    if masked:
+        B = workload.batch_size
+        out["grad_loss"], out["grads"] = ref.loss_and_grad(
+            X[:B], Y[:B], [m[:B] for m in kwargs["masks"]]
+        )
+    out.update(losses=ref.fit(epochs), final=ref.get_params(), buffers=_buffers(ref))
+    return out
 
 
 def save_reference(workload, params, ref: dict | None = None) -> None:
@@ -103,7 +148,11 @@ def save_reference(workload, params, ref: dict | None = None) -> None:
     arrays = {f"init_{i}": p for i, p in enumerate(params)}
     if ref is not None:
         arrays.update({f"final_{i}": p for i, p in enumerate(ref["final"])})
+        arrays.update({f"buffer_{i}": b for i, b in enumerate(ref["buffers"])})
         arrays["losses"] = ref["losses"]
+        if "grads" in ref:
+            arrays.update({f"grad_{i}": g for i, g in enumerate(ref["grads"])})
+            arrays["first_loss"] = np.float64(ref["grad_loss"])
     np.savez(path, **arrays)
 
 
@@ -114,38 +163,102 @@ def load_reference(workload) -> dict | None:
     with np.load(path) as saved:
         if "losses" not in saved.files:
             return None
-        count = sum(1 for k in saved.files if k.startswith("final_"))
-        return {
+
+        def listed(prefix):
+            count = sum(1 for k in saved.files if k.startswith(prefix))
+            return [saved[f"{prefix}{i}"] for i in range(count)]
+
+        out = {
             "losses": saved["losses"],
-            "final": [saved[f"final_{i}"] for i in range(count)],
+            "final": listed("final_"),
+            "buffers": listed("buffer_"),
         }
+        if "first_loss" in saved.files:
+            out["grad_loss"], out["grads"] = float(saved["first_loss"]), listed("grad_")
+        return out
 
 
-def check(impl, workload, params, X, Y) -> dict:
-    """Loss after the first few steps (shuffle off) against the generated module's.
+def _rel(got, ref) -> float:
+    """Largest elementwise relative difference (losses)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-6)))
+
+
+def _rel_arrays(got, ref) -> float:
+    """Largest difference per array relative to the array's largest entry
+    (gradients, running statistics), over the arrays."""
+    return max(
+        (
+            float(
+                np.max(np.abs(np.asarray(g, np.float64) - r))
+                / max(float(np.max(np.abs(r))), 1e-12)
+            )
+            for g, r in zip(got, ref, strict=True)
+        ),
+        default=0.0,
+    )
+
+
+def check_one(impl, workload, params, X, Y, masked: bool) -> dict:
+    """One agreement run of ``impl`` against the generated module's (shuffle off).
 
     Compares the per-epoch losses of a short run on the first three batches (W1:
-    five full-batch steps) and the full-data loss (float64 NumPy) at the
-    parameters each implementation ends with.
+    five full-batch steps); after ``fit``, also the full-data loss (float64
+    NumPy, evaluation mode) at the parameters and running statistics each
+    implementation ends with, and the running statistics themselves; with fixed
+    masks, the first batch's loss and gradients at the initial parameters.
     """
     import impl_numpy
 
-    ref = load_reference(workload) or reference(workload, params, X, Y)
+    ref = load_reference(workload) or reference(workload, params, X, Y, masked)
     rows, epochs = check_run(workload, len(X))
-    got = impl.Trainer(workload, params, X[:rows], Y[:rows], shuffle=False)
-    got_losses = got.fit(epochs)
-    ref_after = impl_numpy.mean_loss(workload, ref["final"], X, Y)
-    got_after = impl_numpy.mean_loss(workload, got.get_params(), X, Y)
-    ref_all = np.append(ref["losses"], ref_after)
-    got_all = np.append(got_losses, got_after)
-    rel = float(np.max(np.abs(got_all - ref_all) / np.maximum(np.abs(ref_all), 1e-6)))
-    return {
-        "ok": bool(rel <= CHECK_RTOL),
-        "max_rel_diff": rel,
-        "steps": epochs * -(-rows // workload.batch_size),
-        "ref_loss": float(ref_after),
-        "loss": float(got_after),
+    kwargs = _masks_kwarg(workload, rows, masked)
+    got = impl.Trainer(workload, params, X[:rows], Y[:rows], shuffle=False, **kwargs)
+    diffs = {}
+    if masked:
+        B = workload.batch_size
+        fresh = impl.Trainer(
+            workload, params, X[:rows], Y[:rows], shuffle=False, **kwargs
+        )
+        value, grads = fresh.loss_and_grad(
+            X[:B], Y[:B], [m[:B] for m in kwargs["masks"]]
+        )
+        diffs["first loss"] = _rel(value, ref["grad_loss"])
+        diffs["gradients"] = _rel_arrays(grads, ref["grads"])
+    diffs["epoch losses"] = _rel(got.fit(epochs), ref["losses"])
+    out = {"steps": epochs * -(-rows // workload.batch_size)}
+    if not masked:  # the module's loss_and_grad leaves the running statistics
+        ref_after = impl_numpy.mean_loss(workload, ref["final"], X, Y, ref["buffers"])
+        got_after = impl_numpy.mean_loss(
+            workload, got.get_params(), X, Y, _buffers(got)
+        )
+        diffs["loss after"] = _rel(got_after, ref_after)
+        if ref["buffers"]:
+            diffs["running statistics"] = _rel_arrays(_buffers(got), ref["buffers"])
+        out.update(ref_loss=float(ref_after), loss=float(got_after))
+    rel = max(diffs.values())
+    return {"ok": bool(rel <= CHECK_RTOL), "max_rel_diff": rel, "diffs": diffs, **out}
+
+
+def check(impl, workload, params, X, Y) -> dict:
+    """Every agreement run of :func:`agreement_runs`; the worst difference decides.
+    Before timing, so a mismatch is reported next to the throughput."""
+    parts = {
+        label: check_one(impl, run, params, X, Y, masked)
+        for label, run, masked in agreement_runs(workload)
     }
+    first = next(iter(parts.values()))
+    worst = max(p["max_rel_diff"] for p in parts.values())
+    result = {
+        "ok": all(p["ok"] for p in parts.values()),
+        "max_rel_diff": worst,
+        "steps": first["steps"],
+        "ref_loss": first["ref_loss"],
+        "loss": first["loss"],
+    }
+    if len(parts) > 1:
+        result["parts"] = parts
+    return result
 
 
 # --------------------------------------------------------------------- timing
@@ -190,7 +303,9 @@ def run_workload(impl, workload, target_s, repeats, *, with_check=True) -> dict:
     params = init_params(workload)
     result: dict = {}
     if impl.NAME == "derive" and with_check:
-        save_reference(workload, params, reference(workload, params, X, Y))
+        save_reference(workload, params)  # the initial params, for the others
+        for _, run, masked in agreement_runs(workload):
+            save_reference(run, params, reference(run, params, X, Y, masked))
     elif with_check:
         result["check"] = check(impl, workload, params, X, Y)
     trainer = impl.Trainer(workload, params, X, Y, shuffle=workload.shuffle)

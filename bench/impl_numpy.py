@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from workloads import epoch_order
+from workloads import epoch_order, init_buffers
 
 NAME = "numpy"
 
@@ -49,31 +49,71 @@ def _loss_sum(loss: str, z: np.ndarray, Y: np.ndarray) -> float:
     raise ValueError(f"numpy bench: no loss {loss!r}")
 
 
-def mean_loss(workload, params, X, Y) -> float:
-    """Full-data mean loss at ``params``, in float64 (for the agreement check)."""
+def mean_loss(workload, params, X, Y, buffers=()) -> float:
+    """Full-data mean loss at ``params`` in evaluation mode (batch norm with the
+    running statistics ``buffers``, no dropout), in float64 (for the agreement
+    check)."""
     params = [np.asarray(p, dtype=np.float64) for p in params]
+    buffers = [np.asarray(b, dtype=np.float64) for b in buffers]
     a = np.asarray(X, dtype=np.float64)
-    acts = workload.activations
-    for i in range(len(acts)):
-        z = a @ params[2 * i].T + params[2 * i + 1]
-        a = _activate(acts[i], z)
+    for layer in workload.layers:
+        if layer["kind"] == "dense":
+            W, b, *params = params
+            z = a @ W.T + b
+            a = _activate(layer["activation"], z)
+        elif layer["kind"] == "batch_norm":
+            mean, var, *buffers = buffers
+            a = (a - mean) / np.sqrt(var + layer["eps"])
+            if layer["affine"]:
+                gamma, beta, *params = params
+                a = gamma * a + beta
     return _loss_sum(workload.loss, z, np.asarray(Y, dtype=np.float64)) / len(X)
 
 
-class Trainer:
+class TorchOptim:
+    """torch.optim's SGD or Adam (its defaults) on a list of arrays, in place."""
+
+    def __init__(self, params: list[np.ndarray], name: str, lr: float):
+        self.params, self.name = params, name
+        self.lr = np.float32(lr) if params[0].dtype == np.float32 else lr
+        self.t = 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        if self.name == "sgd":
+            for p, g in zip(self.params, grads, strict=True):
+                p -= self.lr * g
+            return
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        step_size = self.lr / (1 - beta1**self.t)
+        bias2_sqrt = math.sqrt(1 - beta2**self.t)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            m *= beta1
+            m += (1 - beta1) * g
+            v *= beta2
+            v += (1 - beta2) * g * g
+            p -= step_size * m / (np.sqrt(v) / bias2_sqrt + eps)
+
+
+def Trainer(workload, params, X, Y, **kwargs):
+    """The dense loop (W1-W4), or the layer-by-layer one with batch norm and
+    dropout (W7)."""
+    cls = DenseTrainer if workload.dense_only else LayersTrainer
+    return cls(workload, params, X, Y, **kwargs)
+
+
+class DenseTrainer:
     def __init__(self, workload, params, X, Y, *, shuffle, batch_size=None):
         self.params = [p.copy() for p in params]
         self.X, self.Y = X, Y
         self.acts = workload.activations
         self.loss = workload.loss
-        self.lr = np.float32(workload.lr) if X.dtype == np.float32 else workload.lr
-        self.optimizer = workload.optimizer
         self.batch_size = batch_size or workload.batch_size
         self.shuffle, self.seed = shuffle, workload.seed
         self.epoch = 0
-        self.t = 0
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
+        self.optim = TorchOptim(self.params, workload.optimizer, workload.lr)
 
     def _grads(self, x, y):
         """Batch loss sum and gradients of the batch-mean loss."""
@@ -96,21 +136,7 @@ class Trainer:
         return total, grads
 
     def _update(self, grads):
-        self.t += 1
-        if self.optimizer == "sgd":
-            for p, g in zip(self.params, grads, strict=True):
-                p -= self.lr * g
-            return
-        # torch.optim.Adam with its defaults
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        step_size = self.lr / (1 - beta1**self.t)
-        bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            m *= beta1
-            m += (1 - beta1) * g
-            v *= beta2
-            v += (1 - beta2) * g * g
-            p -= step_size * m / (np.sqrt(v) / bias2_sqrt + eps)
+        self.optim.step(grads)
 
     def fit(self, epochs: int) -> np.ndarray:
         n, B = len(self.X), self.batch_size
@@ -133,3 +159,125 @@ class Trainer:
 
     def get_params(self) -> list[np.ndarray]:
         return [p.copy() for p in self.params]
+
+
+class LayersTrainer(DenseTrainer):
+    """Dense, batch norm and dropout layers: a forward that keeps what the
+    backward needs, the textbook batch norm backward, torch's running statistics
+    (unbiased variance) and inverted dropout. Masks: ``masks`` (one (n, units)
+    array per dropout layer, row r for data row r) if given, else drawn from a
+    seeded NumPy generator."""
+
+    def __init__(self, workload, params, X, Y, *, shuffle, batch_size=None,
+                 buffers=None, masks=None):  # fmt: skip
+        super().__init__(workload, params, X, Y, shuffle=shuffle, batch_size=batch_size)
+        self.layers = workload.layers
+        self.dtype = X.dtype.type
+        self.buffers = (
+            [b.copy() for b in buffers] if buffers else init_buffers(workload)
+        )
+        self.masks = masks
+        self.dropout_units = workload.dropout_units
+        self.rng = np.random.default_rng(workload.seed)
+
+    def _draw(self, rows: np.ndarray | slice, m: int) -> list[np.ndarray]:
+        if self.masks is not None:
+            return [mask[rows] for mask in self.masks]
+        return [
+            (self.rng.random((m, layer_units), dtype=self.dtype) < keep).astype(
+                self.dtype
+            )
+            for layer_units, keep in self.dropout_units
+        ]
+
+    def _grads(self, x, y, masks):
+        """Batch loss sum and gradients; updates the running statistics."""
+        m, one = len(x), self.dtype(1)
+        a, tape = x, []
+        p_at, b_at, k_at = 0, 0, 0
+        for layer in self.layers:
+            kind = layer["kind"]
+            if kind == "dense":
+                W, b = self.params[p_at], self.params[p_at + 1]
+                z = a @ W.T + b
+                tape.append((kind, layer, p_at, a, _activate(layer["activation"], z)))
+                a = tape[-1][-1]
+                p_at += 2
+            elif kind == "batch_norm":
+                mean = a.mean(axis=0)
+                xc = a - mean
+                var = (xc * xc).mean(axis=0)
+                inv = one / np.sqrt(var + self.dtype(layer["eps"]))
+                xhat = xc * inv
+                mom = self.dtype(layer["momentum"])
+                rm, rv = self.buffers[b_at], self.buffers[b_at + 1]
+                rm *= one - mom
+                rm += mom * mean
+                rv *= one - mom
+                rv += mom * var * self.dtype(m / (m - 1))
+                b_at += 2
+                a = xhat
+                if layer["affine"]:
+                    a = self.params[p_at] * xhat + self.params[p_at + 1]
+                tape.append((kind, layer, p_at, xhat, inv))
+                p_at += 2 if layer["affine"] else 0
+            else:  # dropout
+                scaled = masks[k_at] / self.dtype(1 - layer["p"])
+                a = a * scaled
+                tape.append((kind, layer, None, scaled, None))
+                k_at += 1
+        total = _loss_sum(self.loss, z, y)
+        grads = [None] * len(self.params)
+        da = None
+        for kind, layer, at, saved, out in reversed(tape):
+            if kind == "dense":
+                if da is None:  # the head: sigmoid+BCE, softmax+CE
+                    dz = (out - y) / self.dtype(m)
+                else:
+                    dz = da * _derivative(layer["activation"], out)
+                grads[at] = dz.T @ saved
+                grads[at + 1] = dz.sum(axis=0)
+                da = dz @ self.params[at]
+            elif kind == "batch_norm":
+                xhat, inv = saved, out
+                dxhat = da
+                if layer["affine"]:
+                    grads[at] = (da * xhat).sum(axis=0)
+                    grads[at + 1] = da.sum(axis=0)
+                    dxhat = da * self.params[at]
+                da = (inv / self.dtype(m)) * (
+                    self.dtype(m) * dxhat
+                    - dxhat.sum(axis=0)
+                    - xhat * (dxhat * xhat).sum(axis=0)
+                )
+            else:
+                da = da * saved
+        return total, grads
+
+    def loss_and_grad(self, x, y, masks):
+        """Batch-mean loss and gradients in the order of params (training mode)."""
+        total, grads = self._grads(x, y, masks)
+        return total / len(x), grads
+
+    def fit(self, epochs: int) -> np.ndarray:
+        n, B = len(self.X), self.batch_size
+        history = np.empty(epochs)
+        for e in range(epochs):
+            order = epoch_order(self.seed, self.epoch, n) if self.shuffle else None
+            self.epoch += 1
+            total = 0.0
+            for start in range(0, n, B):
+                rows = (
+                    slice(start, start + B)
+                    if order is None
+                    else order[start : start + B]
+                )
+                x, y = self.X[rows], self.Y[rows]
+                batch_total, grads = self._grads(x, y, self._draw(rows, len(x)))
+                total += batch_total
+                self._update(grads)
+            history[e] = total / n
+        return history
+
+    def get_buffers(self) -> list[np.ndarray]:
+        return [b.copy() for b in self.buffers]

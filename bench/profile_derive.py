@@ -189,7 +189,8 @@ def parts(workload, module) -> dict[str, float]:
 
 
 def main() -> None:
-    keys = sys.argv[1].split(",") if len(sys.argv) > 1 else [w.key for w in WORKLOADS]
+    dense = [w.key for w in WORKLOADS if w.dense_only]  # W7: no split of BN/dropout
+    keys = sys.argv[1].split(",") if len(sys.argv) > 1 else dense
     print(
         "microseconds per optimizer step (call: per fit call, outside the steps;\n"
         "act: the hidden activations (the module's _tanh_fast if any); optim: the\n"

@@ -1,4 +1,5 @@
-"""The four workloads of issue 6: their specs (bench/w*.toml) and seeded data.
+"""The workloads: W1-W4 of issue 6 (dense) and W7 of issue 13 (W3 with batch norm
+and dropout): their specs (bench/w*.toml) and seeded data.
 
 Every implementation reads the architecture, loss, optimizer and batch size from
 the same spec, starts from the generated module's ``init_params(seed)`` and trains
@@ -96,9 +97,14 @@ class Workload:
             data["dtype"] = self.overrides["dtype"]
         if "hidden" in self.overrides:
             for layer in data["layers"][:-1]:
-                layer["units"] = self.overrides["hidden"]
+                if "units" in layer:
+                    layer["units"] = self.overrides["hidden"]
+        if "dropout" in self.overrides:
+            for layer in data["layers"]:
+                if layer.get("kind") == "dropout":
+                    layer["p"] = self.overrides["dropout"]
         suffix = "".join(f"_{k}{v}" for k, v in sorted(self.overrides.items()))
-        data["name"] = data["name"] + suffix
+        data["name"] = data["name"] + suffix.replace(".", "p")  # an identifier
         return data
 
     def spec(self):
@@ -109,8 +115,8 @@ class Workload:
         )
 
     def variant(self, **overrides: Any) -> Workload:
-        """The same workload with another dtype (``dtype="float64"``) or hidden
-        width (``hidden=512``)."""
+        """The same workload with another dtype (``dtype="float64"``), hidden
+        width (``hidden=512``) or dropout probability (``dropout=0.0``)."""
         merged = {**self.overrides, **overrides}
         return Workload(
             self.key, self.title, self.spec_file, self.data, self.n_samples,
@@ -119,13 +125,54 @@ class Workload:
 
     # ------------------------------------------------- what the spec says, flat
     @property
+    def layers(self) -> list[dict[str, Any]]:
+        """Every layer with its kind and settings, the spec's defaults filled in:
+        dense (units, activation), batch_norm (eps, momentum, affine), dropout (p).
+        """
+        out = []
+        for layer in self.spec_data["layers"]:
+            kind = layer.get("kind", "dense")
+            if kind == "dense" and not layer.get("residual"):
+                out.append({"kind": kind, **layer})
+            elif kind == "batch_norm":
+                out.append({"kind": kind, "eps": 1e-5, "momentum": 0.1,
+                            "affine": True, **layer})  # fmt: skip
+            elif kind == "dropout":
+                out.append({"kind": kind, "p": 0.5, **layer})
+            else:
+                raise ValueError(f"bench: no layer {layer!r} in the implementations")
+        return out
+
+    @property
+    def dense_only(self) -> bool:
+        """W1-W4: dense layers only (no module state, no dropout)."""
+        return all(layer["kind"] == "dense" for layer in self.layers)
+
+    @property
     def sizes(self) -> list[int]:
+        """The input width, then each dense layer's units."""
         d = self.spec_data
-        return [d["input"]] + [layer["units"] for layer in d["layers"]]
+        return [d["input"]] + [
+            layer["units"] for layer in self.layers if layer["kind"] == "dense"
+        ]
 
     @property
     def activations(self) -> list[str]:
-        return [layer["activation"] for layer in self.spec_data["layers"]]
+        """Each dense layer's activation."""
+        return [
+            layer["activation"] for layer in self.layers if layer["kind"] == "dense"
+        ]
+
+    @property
+    def dropout_units(self) -> list[tuple[int, float]]:
+        """(values per sample, keep probability) of each dropout layer, in order."""
+        out, width = [], self.spec_data["input"]
+        for layer in self.layers:
+            if layer["kind"] == "dense":
+                width = layer["units"]
+            elif layer["kind"] == "dropout":
+                out.append((width, 1.0 - layer["p"]))
+        return out
 
     @property
     def loss(self) -> str:
@@ -181,6 +228,15 @@ WORKLOADS = [
     Workload(
         "W4", "mnist-like 784-256-256-10", "w4_mnist_like.toml", "mnist_like", 8192, 4
     ),
+    # W5/W6 are the CNN workloads of another issue
+    Workload(
+        "W7",
+        "tabular+BN+dropout 64-128-128-10",
+        "w7_tabular_bn.toml",
+        "tabular",
+        8192,
+        3,
+    ),
 ]
 BY_KEY = {w.key: w for w in WORKLOADS}
 
@@ -198,7 +254,8 @@ REF_DIR_ENV = "DERIVE_BENCH_REF"  # where the derive worker leaves init params
 
 
 def ref_file(workload: Workload) -> Path | None:
-    """The .npz the derive worker writes for ``workload`` (init params, check run)."""
+    """The .npz the derive worker writes for ``workload`` (init params, check run;
+    a variant, such as W7 without dropout, has a file of its own)."""
     directory = os.environ.get(REF_DIR_ENV)
     return Path(directory) / f"{workload.spec_data['name']}.npz" if directory else None
 
@@ -217,3 +274,29 @@ def init_params(workload: Workload) -> list[np.ndarray]:
     import derive
 
     return derive.build(workload.spec()).init_params(INIT_SEED)
+
+
+MASK_SEED = 7  # the fixed dropout masks of the agreement check
+
+
+def fixed_masks(workload: Workload, rows: int) -> list[np.ndarray]:
+    """Dropout masks drawn once with NumPy, one (rows, units) array of 0s and 1s
+    per dropout layer: the agreement check injects the same ones into every
+    implementation (row r of the data always gets row r of each mask)."""
+    rng = np.random.default_rng(MASK_SEED)
+    return [
+        (rng.random((rows, units)) < keep).astype(workload.dtype)
+        for units, keep in workload.dropout_units
+    ]
+
+
+def init_buffers(workload: Workload) -> list[np.ndarray]:
+    """Fresh running statistics, [mean, var] per batch norm layer (0s and 1s, as
+    torch's and the generated module's init_buffers())."""
+    out, width = [], workload.spec_data["input"]
+    for layer in workload.layers:
+        if layer["kind"] == "dense":
+            width = layer["units"]
+        elif layer["kind"] == "batch_norm":
+            out += [np.zeros(width, workload.dtype), np.ones(width, workload.dtype)]
+    return out

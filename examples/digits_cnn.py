@@ -1,13 +1,17 @@
-"""A convolutional network on scikit-learn's 8x8 digits, next to a dense one.
+"""A convolutional network on scikit-learn's 8x8 digits, next to dense ones.
 
-Trains ``digits_cnn.toml`` (3x3 conv with 8 filters, 2x2 max pooling, softmax)
-and ``digits_dense.toml`` (64-32-10) on the same 1437 digits of scikit-learn's
+Trains ``digits_cnn.toml`` (3x3 conv with 8 filters, 2x2 max pooling, softmax),
+``digits_dense.toml`` (64-32-10) and ``digits_bn.toml`` (the same 64-32-10 with
+batch norm after the hidden layer) on the same 1437 digits of scikit-learn's
 bundled ``load_digits`` (no download) and prints each one's accuracy on the 360
-held-out digits, then draws the eight learned 3x3 filters. The pixels (0..16)
-are scaled to [0, 1]; the CNN takes each digit as a (1, 8, 8) image, the dense
-network the same 64 values as a row.
+held-out digits, then draws the eight learned 3x3 filters and the learning
+curves of the two dense networks (training loss, and the held-out loss after
+every epoch: evaluation mode, batch norm with its running statistics). The
+pixels (0..16) are scaled to [0, 1]; the CNN takes each digit as a (1, 8, 8)
+image, the dense networks the same 64 values as a row.
 
-Run:  .venv/bin/python examples/digits_cnn.py [--plot filters.png] [--epochs N]
+Run:  .venv/bin/python examples/digits_cnn.py [--plot filters.png]
+          [--curves curves.png] [--epochs N]
 """
 
 from __future__ import annotations
@@ -34,10 +38,20 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return images, data.target[order]
 
 
-def train(spec_file: str, X: np.ndarray, y: np.ndarray, epochs: int | None):
+def train(
+    spec_file: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    epochs: int | None,
+    *,
+    curve: bool = False,
+):
+    """Train on all but the last N_TEST digits; with ``curve``, also measure the
+    held-out loss after every epoch (network.history_["val_loss"])."""
     network = derive.Network.from_spec(HERE / spec_file)
+    held_out = {"validation_data": (X[-N_TEST:], y[-N_TEST:])} if curve else {}
     started = time.perf_counter()
-    network.fit(X[:-N_TEST], y[:-N_TEST], epochs=epochs)
+    network.fit(X[:-N_TEST], y[:-N_TEST], epochs=epochs, **held_out)
     seconds = time.perf_counter() - started
     accuracy = network.score(X[-N_TEST:], y[-N_TEST:])
     return network, accuracy, seconds
@@ -62,9 +76,40 @@ def draw_filters(weights: np.ndarray, path: Path) -> None:
         figure.savefig(fh, format="png", dpi=100)
 
 
+def draw_curves(networks: dict[str, derive.Network], path: Path) -> None:
+    """Training loss (solid) and held-out loss (dashed) per epoch, one colour per
+    network, on a log scale."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from derive.plots import save_figure
+
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for (name, network), colour in zip(
+        networks.items(), ("tab:blue", "tab:orange"), strict=False
+    ):
+        history = network.history_
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        axes.plot(epochs, history["loss"], color=colour, label=f"{name} training")
+        axes.plot(epochs, history["val_loss"], color=colour, linestyle="--",
+                  label=f"{name} held-out")  # fmt: skip
+    axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("cross-entropy loss")
+    axes.set_title("8x8 digits: 64-32-10 without and with batch norm")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
+    save_figure(figure, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plot", type=Path, help="write the filters picture (PNG)")
+    parser.add_argument(
+        "--curves", type=Path, help="write the dense networks' learning curves (PNG)"
+    )
     parser.add_argument("--epochs", type=int, help="default: the specs' (40)")
     args = parser.parse_args()
     X, y = digits()
@@ -72,22 +117,32 @@ def main() -> None:
         f"digits: {len(y)} 8x8 images, {len(y) - N_TEST} for training, "
         f"{N_TEST} held out"
     )
-    cnn, cnn_accuracy, cnn_seconds = train("digits_cnn.toml", X, y, args.epochs)
-    dense, dense_accuracy, dense_seconds = train(
-        "digits_dense.toml", X.reshape(len(y), -1), y, args.epochs
-    )
-    for name, network, accuracy, seconds in (
-        ("digits_cnn", cnn, cnn_accuracy, cnn_seconds),
-        ("digits_dense", dense, dense_accuracy, dense_seconds),
-    ):
+    rows = X.reshape(len(y), -1)
+    results = {
+        "digits_cnn": train("digits_cnn.toml", X, y, args.epochs),
+        "digits_dense": train("digits_dense.toml", rows, y, args.epochs, curve=True),
+        "digits_bn": train("digits_bn.toml", rows, y, args.epochs, curve=True),
+    }
+    for name, (network, accuracy, seconds) in results.items():
         params = sum(p.size for p in network.params)
         print(
             f"{name:13s} {network.spec.architecture}: held-out accuracy "
             f"{accuracy:.1%} ({params} parameters, fit {seconds:.1f} s)"
         )
+    dense, bn = results["digits_dense"][0], results["digits_bn"][0]
+    for name, network in (("digits_dense", dense), ("digits_bn", bn)):
+        val_loss = network.history_["val_loss"]
+        marks = sorted({1, min(5, len(val_loss)), len(val_loss)})
+        print(
+            f"{name:13s} held-out loss after epoch "
+            + ", ".join(f"{e}: {val_loss[e - 1]:.3f}" for e in marks)
+        )
     if args.plot:
-        draw_filters(cnn.params[0], args.plot)
+        draw_filters(results["digits_cnn"][0].params[0], args.plot)
         print(f"filters: {args.plot}")
+    if args.curves:
+        draw_curves({"digits_dense": dense, "digits_bn": bn}, args.curves)
+        print(f"learning curves: {args.curves}")
 
 
 if __name__ == "__main__":

@@ -549,7 +549,8 @@ def _train(
 
 def init_params(seed=0):
     """Fresh parameters in the order of _PARAMS ([W1, b1, ...]), seeded: weights
-    Glorot uniform or He normal (by the layer's activation), biases zero."""
+    Glorot uniform or He normal (by the layer's activation), biases zero, a
+    norm's gamma one and beta zero (as torch's)."""
     rng = np.random.default_rng(seed)
     params = []
     for _, shape, init, scale in _PARAMS:
@@ -557,6 +558,8 @@ def init_params(seed=0):
             values = rng.uniform(-scale, scale, size=shape)
         elif init == "normal":
             values = rng.normal(0.0, scale, size=shape)
+        elif init == "ones":
+            values = np.ones(shape)
         else:
             values = np.zeros(shape)
         params.append(np.ascontiguousarray(values, dtype=DTYPE))

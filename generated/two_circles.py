@@ -421,8 +421,8 @@ def _train(
     # smaller last batch fills its first columns and zeroes the rest
     cols = YT.shape[1]
     # hyper-parameters in the module's dtype, so the update loop stays in it
-    beta1 = np.float64(hyper[0])
-    beta2 = np.float64(hyper[1])
+    adam_beta1 = np.float64(hyper[0])
+    adam_beta2 = np.float64(hyper[1])
     keep1 = np.float64(1.0 - hyper[0])  # 1 - beta1
     keep2 = np.float64(1.0 - hyper[1])  # 1 - beta2
     eps = np.float64(hyper[2])
@@ -547,8 +547,8 @@ def _train(
             bias2_sqrt = np.float64(math.sqrt(1.0 - hyper[1] ** float(t)))
             for k in range(theta.size):
                 g = grad[k] + weight_decay * theta[k]
-                first = beta1 * moment1[k] + keep1 * g
-                second = beta2 * moment2[k] + keep2 * g * g
+                first = adam_beta1 * moment1[k] + keep1 * g
+                second = adam_beta2 * moment2[k] + keep2 * g * g
                 moment1[k] = first
                 moment2[k] = second
                 theta[k] -= step_size * first / (math.sqrt(second) / bias2_sqrt + eps)
@@ -562,7 +562,8 @@ def _train(
 
 def init_params(seed=0):
     """Fresh parameters in the order of _PARAMS ([W1, b1, ...]), seeded: weights
-    Glorot uniform or He normal (by the layer's activation), biases zero."""
+    Glorot uniform or He normal (by the layer's activation), biases zero, a
+    norm's gamma one and beta zero (as torch's)."""
     rng = np.random.default_rng(seed)
     params = []
     for _, shape, init, scale in _PARAMS:
@@ -570,6 +571,8 @@ def init_params(seed=0):
             values = rng.uniform(-scale, scale, size=shape)
         elif init == "normal":
             values = rng.normal(0.0, scale, size=shape)
+        elif init == "ones":
+            values = np.ones(shape)
         else:
             values = np.zeros(shape)
         params.append(np.ascontiguousarray(values, dtype=DTYPE))

@@ -246,17 +246,21 @@ def flat(arrays) -> np.ndarray:
     return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
-def finite_difference_grad(module, params, X, Y, eps: float = 1e-6) -> list[np.ndarray]:
-    """Central finite differences of module.loss, one parameter entry at a time."""
+def finite_difference_grad(
+    module, params, X, Y, eps: float = 1e-6, loss=None
+) -> list[np.ndarray]:
+    """Central finite differences of ``loss(params, X, Y)`` (default module.loss),
+    one parameter entry at a time."""
+    loss = loss or module.loss
     grads = []
     for p in params:
         g = np.zeros(p.shape)
         for idx in np.ndindex(p.shape):
             old = p[idx]
             p[idx] = old + eps
-            plus = module.loss(params, X, Y)
+            plus = loss(params, X, Y)
             p[idx] = old - eps
-            minus = module.loss(params, X, Y)
+            minus = loss(params, X, Y)
             p[idx] = old
             g[idx] = (plus - minus) / (2 * eps)
         grads.append(g)

@@ -32,10 +32,22 @@ def _check_fd(module, seed: int, rows: int = 5) -> float:
         p[:] = rng.normal(0, 0.5, p.shape)
     X = rng.normal(0, 1, (rows, module.N_INPUT))
     Y = random_targets(module, rows, rng)
-    value, grads = module.loss_and_grad(params, X, Y)
-    assert np.isclose(value, module.loss(params, X, Y), rtol=1e-13)
+    if module._STATE or module._MASKS:
+        # training-time layers (a shipped example with batch norm or dropout):
+        # module.loss is evaluation mode, so differentiate the training-mode loss
+        # of the whole batch (batch statistics; dropout with fixed masks)
+        masks = [(rng.uniform(size=(rows, *shape)) < keep).astype(float)
+                 for _, shape, keep in module._MASKS] or None  # fmt: skip
+
+        def loss(params, X, Y):
+            return module.loss_and_grad(params, X, Y, masks=masks)[0]
+    else:
+        masks, loss = None, module.loss
+    value, grads = module.loss_and_grad(params, X, Y, masks=masks)
+    if masks is None and not module._STATE:  # training and evaluation agree
+        assert np.isclose(value, module.loss(params, X, Y), rtol=1e-13)
     assert [g.shape for g in grads] == [p.shape for p in params]
-    fd = finite_difference_grad(module, params, X, Y)
+    fd = finite_difference_grad(module, params, X, Y, loss=loss)
     return relative_error(fd, grads)
 
 

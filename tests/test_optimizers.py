@@ -290,6 +290,36 @@ def test_schedule_lr_and_params(key, schedule, options):
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-10)
 
 
+@pytest.mark.parametrize("key", ["adam_wd", "adamw"])
+def test_norm_shifts_at_layers_1_and_2_beside_adam(key):
+    """Norm layers at positions 1 and 2 have shifts named beta1 and beta2, the
+    names of Adam's hyper-parameters in torch's documentation: fit compiles (the
+    update's locals once shadowed those kernel arguments) and follows the rule.
+    Batches of 4, 4, 4: batch norm refuses a batch of one row."""
+    hyper = hyper_of(key)
+    spec = derive.spec_from_dict({
+        "name": f"opt_{key}_norms", "dtype": "float64", "input": 3,
+        "layers": [{"kind": "layer_norm"}, {"kind": "batch_norm"},
+                   {"units": 2, "activation": "identity"}],
+        "loss": {"name": "mse"}, "optimizer": hyper,
+    })  # fmt: skip
+    module = derive.build(spec)
+    assert [p[0] for p in module._PARAMS][:4] == ["gamma1", "beta1", "gamma2", "beta2"]
+    X, Y = data(module, rows=12)
+    params = module.init_params(3)
+    for p in params:  # away from gamma 1, beta 0, so every entry moves differently
+        p += np.random.default_rng(4).normal(0.0, 0.3, p.shape)
+    start = copy(params)
+    history = module.fit(params, X, Y, epochs=EPOCHS, batch_size=BATCH, shuffle=False,
+                         buffers=module.init_buffers())  # fmt: skip
+    want, losses, _ = reference_fit(module, start, X, Y, hyper, epochs=EPOCHS,
+                                    batch_size=BATCH, lrs=[hyper["lr"]] * EPOCHS)  # fmt: skip
+    assert_moved(start, want)
+    # 24 steps through two normalizations of 4-row batches amplify rounding: 1e-9
+    assert_params_close(params, want, rtol=1e-9, what=f"{key} with norms")
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-10)
+
+
 def test_schedules_count_global_epochs_when_resuming():
     """step: the decay continues across fit calls; cosine: t_max is the epoch
     count at the end of each call, the position e the global epoch."""

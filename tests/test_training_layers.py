@@ -377,6 +377,26 @@ def test_evaluation_uses_running_statistics_and_no_dropout():
         module.predict(params, X)
 
 
+def test_norm_parameters_start_as_torchs():
+    """init_params: a norm's gamma starts at one and beta at zero, as torch's
+    BatchNorm/LayerNorm reset_parameters leave weight and bias (a zero gamma
+    would zero the layer's output and every gradient below it at the start)."""
+    torch = pytest.importorskip("torch")
+    module = _module(CHAINS["conv_bn_ln_residual"])  # batch norm and layer norm
+    params = dict(zip([p[0] for p in module._PARAMS], module.init_params(0),
+                      strict=True))  # fmt: skip
+    batch = torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    layer = torch.nn.LayerNorm([3, 3, 3], dtype=torch.float64)
+    for name, norm in (("2", batch), ("4", layer)):
+        np.testing.assert_array_equal(
+            params[f"gamma{name}"], norm.weight.detach().numpy().reshape(-1)
+        )
+        np.testing.assert_array_equal(
+            params[f"beta{name}"], norm.bias.detach().numpy().reshape(-1)
+        )
+    assert np.all(params["gamma2"] == 1.0) and np.all(params["beta4"] == 0.0)
+
+
 def test_dropout_masks_come_from_the_seed():
     data = CHAINS["vector_bn_dropout_residual"]
     module = _module(data)

@@ -65,7 +65,7 @@ class ParamCode:
 
     name: str
     shape: tuple[int, ...]
-    init: str  # "uniform" | "normal" | "zeros"
+    init: str  # "uniform" | "normal" | "zeros" | "ones"
     scale: str  # Python literal
     comment: str
 
@@ -1082,6 +1082,8 @@ def _params(d: Derivation) -> tuple[ParamCode, ...]:
                     params.append(ParamCode(name, shape, "uniform", repr(limit),
                                             "Glorot uniform: limit = sqrt(6 / (fan_in + fan_out))"
                                             f" = {limit:.6g}"))  # fmt: skip
+            elif tensor.init == "ones":  # a norm's scale gamma (torch's weight)
+                params.append(ParamCode(name, shape, "ones", "1.0", "ones"))
             else:
                 params.append(ParamCode(name, shape, "zeros", "0.0", "zeros"))
     return tuple(params)

@@ -24,7 +24,7 @@ THRESHOLD = 0.5
 OPTIMIZER: dict[str, Any] = {}
 TRAINING: dict[str, Any] = {}
 #: (name, shape, init, scale) per parameter: init "uniform" (+-scale), "normal"
-#: (std scale) or "zeros"
+#: (std scale), "zeros" or "ones" (a norm's gamma)
 _PARAMS: tuple[tuple[str, tuple[int, ...], str, float], ...] = ()
 #: (name, per-sample shape, "float" | "int") of the forward pass's work buffers,
 #: in the kernels' argument order; the batch axis comes last
