@@ -21,6 +21,9 @@ X is (n, 64).
 ``SPEC`` is the spec and ``FORMULAS`` the derivation this code implements: the
 jitted kernels below print each formula over the loops that compute it (per
 sample; in code, every buffer but a parameter has the batch as its last axis).
+The kernels depend only on the architecture (``ARCHITECTURE_HASH``: dtype, input,
+layers, loss, optimizer family); the name, ``OPTIMIZER``'s hyper-parameters and
+``TRAINING`` reach them as run-time arguments.
 """
 
 import math
@@ -76,6 +79,29 @@ patience = 0
 min_delta = 0.0
 validation_split = 0.0
 """
+OPTIMIZER = {
+    "name": "adam",
+    "lr": 0.003,
+    "betas": (0.9, 0.999),
+    "eps": 1e-08,
+    "weight_decay": 0.0,
+}
+TRAINING = {
+    "epochs": 40,
+    "batch_size": 32,
+    "shuffle": True,
+    "seed": 0,
+    "schedule": "constant",
+    "step_size": 10,
+    "gamma": 0.1,
+    "min_lr": 0.0,
+    "clip_norm": 0.0,
+    "patience": 0,
+    "min_delta": 0.0,
+    "validation_split": 0.0,
+}
+# the architecture: what the kernels compute depends on these alone
+ARCHITECTURE_HASH = "b5cd05bf567242a7"
 FORMULAS = {
     "z1": "z1[j] = b1[j] + sum_k W1[j, k]*a0[k]",
     "a1": "a1 = relu(z1) = (z if z > 0 else 0)",
@@ -112,27 +138,6 @@ TARGETS = "distribution"
 TARGET_TOLERANCE = 1e-4
 TASK = "multiclass"  # binary | multiclass | regression
 THRESHOLD = 0.5  # a binary output's class boundary (the output op at z = 0)
-OPTIMIZER = {
-    "name": "adam",
-    "lr": 0.003,
-    "betas": (0.9, 0.999),
-    "eps": 1e-08,
-    "weight_decay": 0.0,
-}
-TRAINING = {
-    "epochs": 40,
-    "batch_size": 32,
-    "shuffle": True,
-    "seed": 0,
-    "schedule": "constant",
-    "step_size": 10,
-    "gamma": 0.1,
-    "min_lr": 0.0,
-    "clip_norm": 0.0,
-    "patience": 0,
-    "min_delta": 0.0,
-    "validation_split": 0.0,
-}
 # (name, shape, init, scale) of each parameter, in the order of params
 _PARAMS = (
     # W1: He normal: std = sqrt(2 / fan_in) = 0.176777
@@ -224,9 +229,9 @@ _ZERO = np.zeros(1, dtype=DTYPE)
 
 
 # Each jitted function below holds its whole computation (the forward, loss and
-# backward code is repeated, not called): Numba compiles every callee again
-# inside each caller, and one function per task cut the first fit's compile
-# time several-fold (bench/cold_build.py).
+# backward code is repeated, not called, except for layers that share their code
+# with others): one function per task cut the first fit's compile time
+# several-fold (bench/cold_build.py).
 #
 # The buffers are feature-major: the last axis is the sample (XT[k, i] is input k
 # of sample i, z1[j, i] unit j's pre-activation), so every loop over the samples
