@@ -28,7 +28,7 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-# ARGS=--quick for a run under 2 minutes
+# ARGS=--quick for a run under 2.5 minutes
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py $(ARGS)
 

@@ -3,7 +3,7 @@ one jit) and plain NumPy on four workloads (W1-W4) and issue 13's W7 (batch norm
 and dropout), float32, 2 threads everywhere.
 
     python bench/run.py                 # full (~4 min): 7 repeats, scaling view
-    python bench/run.py --quick         # under 2 minutes, no scaling view
+    python bench/run.py --quick         # under 2.5 minutes, no scaling view
     python bench/run.py --quick --scaling --workloads W3,W4 --impls derive,jax
     python bench/run.py --threads 1     # when the cores are shared (see results.md)
     python bench/run.py --report-only   # redo table, results.md, charts from the last run
@@ -506,7 +506,9 @@ def plot_scaling(path: Path, results: dict) -> bool:
 # ----------------------------------------------------------------------- main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short timings (< 2 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="short timings (< 2.5 min)"
+    )
     parser.add_argument(
         "--scaling",
         action="store_true",
