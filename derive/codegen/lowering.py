@@ -39,11 +39,11 @@ from ..layers.ir import B, LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .loops import Guard, Nest, print_nest
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
-from .sources import blas_source, helper_source, runtime_source
+from .sources import blas_source, check_source, helper_source, runtime_source
 
 #: Dense layers with fewer weights than BLAS_MIN_WEIGHTS and at most
 #: LOOPS_MAX_INPUTS inputs use explicit loops (vectorized along the batch, the
-#: reduction over the inputs unrolled); the others call BLAS gemm (``_xxgemm``).
+#: reduction over the inputs unrolled); the others call BLAS gemm (``_gemm``).
 #: Measured with bench/blas_threshold.py (w-w-w-1 tanh net, float32, 2 cores, ms
 #: per 1024-row epoch, loops/BLAS at batch 32 and 128): 8x8 0.24/0.29 and
 #: 0.18/0.22, 16x16 0.44/0.52 and 0.32/0.32, 24x24 0.78/0.45 and 0.33/0.52, 32x32
@@ -136,6 +136,7 @@ class CodeModel:
     helpers: tuple[str, ...]  # helper function sources
     blas: str  # the gemm declaration, if some product calls BLAS
     runtime: str  # the public API, verbatim
+    check: str  # the gradient self-test (check_gradients, --self-test), verbatim
     targets: str  # "any" | "probability" | "distribution"
     task: str  # "binary" | "multiclass" | "regression"
     threshold: str  # decision threshold of a binary output, as a Python literal
@@ -394,11 +395,9 @@ def _gemm(
     """
     (lname, lt, lld), (rname, rt, rld) = left, right
     flag = {True: "_TRANS", False: "_NO_TRANS"}
-    beta = "_ONE" if accumulate else "_ZERO"
     return (
-        f"_xxgemm(_GEMM_KIND, {flag[rt]}, {flag[lt]}, {cols}, {rows}, {inner}, "
-        f"_ONE.ctypes, {rname}.ctypes, {rld}, {lname}.ctypes, {lld}, "
-        f"{beta}.ctypes, {out}.ctypes, {cols})  # fmt: skip"
+        f"_gemm({flag[rt]}, {flag[lt]}, {cols}, {rows}, {inner}, {rname}, {rld}, "
+        f"{lname}, {lld}, {out}, {cols}, {accumulate})  # fmt: skip"
     )
 
 
@@ -1154,7 +1153,7 @@ def lower(derivation: Derivation) -> CodeModel:
     loss = _loss_lines(d, dtype)
     text = "\n".join([*forward, *training_forward, *backward, *update, *loss])
     helpers = helpers_called(text)
-    uses_gemm = "_xxgemm(" in text
+    uses_gemm = "_gemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
     task, threshold = _task(d)
     acts = ", ".join(
@@ -1239,6 +1238,7 @@ def lower(derivation: Derivation) -> CodeModel:
         helpers=tuple(helper_source(h) for h in helpers),
         blas=blas_source() if uses_gemm else "",
         runtime=runtime_source(),
+        check=check_source(),
         targets=d.loss.targets,
         task=task,
         threshold=threshold,

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+SPEC_NAME = "spec"
+GENERATOR_VERSION = "0.0.0"
 DTYPE: Any = np.float64
 #: per-sample input shape, e.g. (2,) or (1, 8, 8); N_INPUT is its product
 INPUT_SHAPE: tuple[int, ...] = (1,)

@@ -181,9 +181,9 @@ def _stored(shape, rows, kind="float"):
     return (math.prod(shape), rows) if shape else (rows,)
 
 
-def _allocate(groups, rows, fill=np.empty):
+def _allocate(groups, rows, fill=np.empty, dtype=DTYPE):
     return [
-        fill(_stored(shape, rows, kind), dtype=np.int64 if kind == "int" else DTYPE)
+        fill(_stored(shape, rows, kind), dtype=np.int64 if kind == "int" else dtype)
         for group in groups
         for _, shape, kind in group
     ]
