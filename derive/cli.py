@@ -1,4 +1,5 @@
-"""The ``derive`` command line: explain, generate, fit, predict, demo.
+"""The ``derive`` command line: explain, generate, fit, predict, demo (and check,
+diff, report: :mod:`derive.cli_trust`).
 
 Bad input (a spec, a path, a data file, an argument) is one clear message on
 stderr and exit code 2, never a traceback; ``generate --check`` exits 1 when a
@@ -140,7 +141,16 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite files derive did not write"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    # check, diff, report: derive/cli_trust.py
+    from .cli_trust import add_parsers
+
+    _TRUST_HANDLERS.update(add_parsers(sub))
     return parser
+
+
+#: the handlers of the commands derive/cli_trust.py adds (filled by _parser)
+_TRUST_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 # -------------------------------------------------------------------- explain
@@ -564,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fit": _cmd_fit,
         "predict": _cmd_predict,
         "demo": _cmd_demo,
+        **_TRUST_HANDLERS,
     }
     try:
         return handlers[args.command](args)

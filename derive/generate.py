@@ -88,7 +88,7 @@ def cache_dir() -> Path:
 #: missed. The templates count too.
 _RUNTIME_SIDE = {
     "__init__.py", "__main__.py", "cli.py", "network.py", "data.py", "plots.py",
-    "datasets.py",
+    "datasets.py", "cli_trust.py",
 }  # fmt: skip
 
 
