@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .errors import DeriveError
+from .errors import DeriveError, DivergenceError, SpecWarning
 
 if TYPE_CHECKING:
     import numpy as np
@@ -252,15 +252,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         _check_picture_format(args.plot)
     network = Network(spec)
     table = _read_data(network, args.data, args.target, target_required=True)
-    network.fit(
-        table.X,
-        table.y,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        validation_split=args.val_split,
-        verbose=not args.quiet,
-    )
+    try:
+        network.fit(
+            table.X,
+            table.y,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            validation_split=args.val_split,
+            verbose=not args.quiet,
+        )
+    except DivergenceError as exc:
+        hint = (
+            " With derive fit: --lr, or clip_norm in the spec's [training] table."
+            if "learning rate" in str(exc)
+            else ""
+        )
+        raise DeriveError(f"{exc}{hint} No model was written.") from None
     network.feature_names_in_ = table.feature_names
     network.target_names_ = table.target_names
     print(_summary(network, table))
@@ -567,6 +575,24 @@ def _example_text(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``derive`` console script."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # a spec's warnings (a user expression's restricted domain): one line each
+        warnings.simplefilter("always", SpecWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if issubclass(category, SpecWarning):
+                print(f"derive: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     handlers = {
         "explain": _cmd_explain,

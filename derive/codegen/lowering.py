@@ -228,7 +228,8 @@ class _Layer:
 KERNEL_LOCALS = frozenset(
     {"rows", "cols", "n_rows", "total", "acc", "lr", "epoch", "start", "row", "order",
      "inv_rows", "bias_grad", "back", "delta", "z", "a", "y", "lse", "best", "best_at",
-     "value", "factor", "top", "total_exp", "exp_shifted", "theta", "grad", "step"}
+     "value", "factor", "top", "total_exp", "exp_shifted", "theta", "grad", "step",
+     "status", "check", "saved_theta", "saved_slots"}
 )  # fmt: skip
 
 
@@ -1220,6 +1221,9 @@ def lower(derivation: Derivation) -> CodeModel:
                 "hyper",
                 "step",
                 "totals",
+                "status",
+                "saved_theta",
+                "saved_slots",
             ],
             grad_names,
             ["XT", "YT"],
@@ -1227,6 +1231,7 @@ def lower(derivation: Derivation) -> CodeModel:
             training_names,
             delta_names,
             state_names,
+            [f"saved_{name}" for name in state_names],
         ),  # fmt: skip
         forward_code="\n".join(forward),
         training_forward_code="\n".join(training_forward),

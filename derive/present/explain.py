@@ -16,6 +16,7 @@ import sympy as sp
 
 from ..engine.adjoint import GatherRule
 from ..engine.derivation import Derivation, KindDerivation, LayerInfo, derive
+from ..engine.domains import domain_warnings
 from ..engine.notation import (
     bound_gather,
     bound_statement,
@@ -77,6 +78,16 @@ def _document(d: Derivation) -> Document:
             "of their adjoints. The training-mode network is shown; dropout's "
             "mask is drawn per batch."
         )
+
+    warnings = domain_warnings(spec)
+    if warnings:
+        doc.heading("Domain warnings")
+        doc.para(
+            "SymPy finds these user expressions defined on only part of the reals "
+            "(where they are NaN or infinite outside):"
+        )
+        doc.listing([str(w) for w in warnings])
+        doc.gap()
 
     doc.heading("Forward pass")
     for layer in d.layers:

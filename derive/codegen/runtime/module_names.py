@@ -14,6 +14,7 @@ import numpy as np
 
 SPEC_NAME = "spec"
 GENERATOR_VERSION = "0.0.0"
+FORMULAS: dict[str, str] = {}
 DTYPE: Any = np.float64
 #: per-sample input shape, e.g. (2,) or (1, 8, 8); N_INPUT is its product
 INPUT_SHAPE: tuple[int, ...] = (1,)
