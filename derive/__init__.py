@@ -11,6 +11,7 @@ from .engine.derivation import Derivation, derive
 from .errors import DerivationError, DeriveError, ExpressionError, SpecError
 from .generate import build, generate_source, write_module
 from .network import Network
+from .present.diff import SpecDiff, diff
 from .present.explain import Explanation, explain
 from .present.worked import WorkedExample, worked_example
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
@@ -24,12 +25,14 @@ __all__ = [
     "ExpressionError",
     "Network",
     "Spec",
+    "SpecDiff",
     "SpecError",
     "Table",
     "WorkedExample",
     "__version__",
     "build",
     "derive",
+    "diff",
     "explain",
     "generate_source",
     "load_spec",

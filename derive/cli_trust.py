@@ -40,7 +40,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         default=100,
         help="most entries checked per parameter (default 100)",
     )
-    return {"check": _cmd_check}
+
+    p = sub.add_parser(
+        "diff",
+        help="which derivations differ between two specs "
+        "(exit 0 if the same, 1 if they differ, 2 on bad input)",
+    )
+    p.add_argument("a", type=Path, help="TOML spec file")
+    p.add_argument("b", type=Path, help="TOML spec file")
+    p.add_argument("--format", choices=["text", "markdown"], default="text")
+    return {"check": _cmd_check, "diff": _cmd_diff}
+
+
+# ----------------------------------------------------------------------- diff
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .present.diff import diff
+
+    result = diff(args.a, args.b)
+    sys.stdout.write(result.render(args.format))
+    return 0 if result.same else 1
 
 
 # ---------------------------------------------------------------------- check
