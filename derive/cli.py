@@ -212,7 +212,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate_source, write_module
+    from .generate import comparable, generate_source, write_module
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -221,7 +221,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise DeriveError(f"{output} is a directory; give a file path with -o")
     if args.check:
         current = output.read_text(encoding="utf-8") if output.is_file() else None
-        if current != generate_source(spec):
+        # the code, not the SymPy and Numba versions its provenance records
+        if current is None or comparable(current) != comparable(generate_source(spec)):
             state = "missing" if current is None else "stale"
             print(
                 f"{output} is {state}: run `derive generate {args.spec} -o {output}`",

@@ -74,6 +74,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "before modules carried a self-test; regenerate it with `derive "
             "generate`"
         )
+    _warn_numba(module, args.target)
     try:
         result = module.check_gradients(seed=args.seed, samples=args.samples)
     except ModuleNotFoundError as exc:
@@ -87,6 +88,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
         ) from None
     print(result)
     return 0 if result.ok else 1
+
+
+def _warn_numba(module: ModuleType, target: Path) -> None:
+    """A warning when the running Numba is not the one the module records."""
+    import numba
+
+    recorded = getattr(module, "GENERATED_WITH", {}).get("numba")
+    if recorded is None:
+        print(
+            f"derive: warning: {target}'s module records no Numba version "
+            f"(derive {module.GENERATOR_VERSION}); regenerate it to record one",
+            file=sys.stderr,
+        )
+    elif recorded != numba.__version__:
+        print(
+            f"derive: warning: {target}'s module was generated with Numba "
+            f"{recorded}, this is Numba {numba.__version__}: it compiles its "
+            "kernels anew under this one, which the self-test below checks; "
+            "regenerate the module to record the version",
+            file=sys.stderr,
+        )
 
 
 def load_target(path: Path) -> ModuleType:

@@ -97,12 +97,26 @@ class MaskCode:
     keep: str
 
 
+def tool_versions() -> tuple[str, str]:
+    """(SymPy, Numba) versions of this environment, for a module's provenance
+    line (Numba's from its metadata: generating never imports it)."""
+    from importlib import metadata
+
+    try:
+        numba_version = metadata.version("numba")
+    except metadata.PackageNotFoundError:  # pragma: no cover - numba is required
+        numba_version = "unknown"
+    return sp.__version__, numba_version
+
+
 @dataclass(frozen=True)
 class CodeModel:
     """Everything a template needs, as already-printed strings."""
 
     name: str
     generator_version: str
+    sympy_version: str  # provenance: the versions the module was generated with
+    numba_version: str
     spec_hash: str
     spec_toml: str
     dtype: str  # "float32" | "float64"
@@ -1167,9 +1181,12 @@ def lower(derivation: Derivation) -> CodeModel:
     training_names = [b.name for b in buffers.training]
     delta_names = [b.name for b in buffers.deltas]
     input_arg = "X" if len(spec.input_shape) == 1 else "XT"
+    sympy_version, numba_version = tool_versions()
     return CodeModel(
         name=spec.name,
         generator_version=__version__,
+        sympy_version=sympy_version,
+        numba_version=numba_version,
         spec_hash=spec.hash,
         spec_toml=spec.to_toml(),
         dtype=dtype,

@@ -20,6 +20,7 @@ if the loss is still not smooth there; skipped entries are counted.
 # ruff: noqa: I001
 from .module_names import (
     DTYPE,
+    GENERATED_WITH,
     GENERATOR_VERSION,
     N_INPUT,
     N_OUTPUT,
@@ -53,6 +54,7 @@ from .runtime import (
 import math
 import time
 
+import numba
 import numpy as np
 
 # ---- generated modules include everything below this line ----
@@ -154,9 +156,16 @@ class GradientCheck:
     def __str__(self):
         precision = "float64" if DTYPE == np.float64 else "float32 formulas in float64"
         total = sum(p.size for p in self.parameters)
+        recorded = GENERATED_WITH["numba"]
+        running = (
+            ""
+            if numba.__version__ == recorded
+            else f"; running Numba {numba.__version__}"
+        )
         lines = [
-            f"gradient check of '{SPEC_NAME}' (derive {GENERATOR_VERSION}): "
-            f"{'OK' if self.ok else 'FAILED'}",
+            f"gradient check of '{SPEC_NAME}': {'OK' if self.ok else 'FAILED'}",
+            f"  generated with derive {GENERATOR_VERSION}, SymPy "
+            f"{GENERATED_WITH['sympy']}, Numba {recorded}{running}",
             f"  central differences of the training-mode batch loss ({precision}; "
             f"{self.rows} rows, seed {self.seed}) against loss_and_grad's gradients",
             f"  worst relative error {self.worst_relative_error:.2e} (tolerance "
