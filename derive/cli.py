@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help="work through this many rows from --sample as one batch (default 1; "
         "4 for a network with batch norm, whose statistics are the batch's)",
     )
+    p.add_argument(
+        "--passes",
+        action="store_true",
+        help="add each derived expression's simplification passes, in order, "
+        "with the operation count after each",
+    )
 
     p = sub.add_parser("generate", help="write the spec's standalone Numba module")
     p.add_argument("spec", type=Path, help="TOML spec file")
@@ -162,8 +168,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.weights is None and args.data is None:
-        print(explain(spec).render(args.format))
+        print(explain(spec, passes=args.passes).render(args.format))
         return 0
+    if args.passes:
+        raise DeriveError(
+            "--passes shows the symbolic derivation's simplification; give it "
+            "without --weights and --data"
+        )
     if args.weights is None or args.data is None:
         raise DeriveError(
             "a worked example needs both --weights MODEL.npz and --data FILE; "
