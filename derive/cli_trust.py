@@ -23,7 +23,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     """Add check, diff and report to ``sub``; returns their handlers by name."""
-    from .cli import _positive_int
+    from .cli import _positive_int, _row_number
 
     p = sub.add_parser(
         "check",
@@ -49,7 +49,133 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument("a", type=Path, help="TOML spec file")
     p.add_argument("b", type=Path, help="TOML spec file")
     p.add_argument("--format", choices=["text", "markdown"], default="text")
-    return {"check": _cmd_check, "diff": _cmd_diff}
+
+    p = sub.add_parser(
+        "report",
+        help="the whole derivation of a spec as a notebook, Markdown or LaTeX "
+        "document (with --weights and --data: and a worked example)",
+    )
+    p.add_argument("spec", type=Path, help="TOML spec file")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="report.ipynb, report.md or report.tex (default: Markdown on stdout)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--weights", type=Path, help="a model file from `derive fit`")
+    p.add_argument("--data", type=Path, help="CSV or .npz holding the sample")
+    p.add_argument("--target", help="target column(s) of a CSV (default: the last)")
+    p.add_argument(
+        "--sample", type=_row_number, default=0, help="row of --data (from 0)"
+    )
+    p.add_argument(
+        "--no-passes",
+        action="store_true",
+        help="leave out each expression's simplification passes",
+    )
+    return {"check": _cmd_check, "diff": _cmd_diff, "report": _cmd_report}
+
+
+# --------------------------------------------------------------------- report
+
+_REPORT_FORMATS = {".ipynb": "notebook", ".md": "markdown", ".tex": "latex"}
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .cli import _check_outputs
+    from .fileio import atomic_write
+    from .present.report import make_report
+    from .spec import load_spec
+
+    output: Path | None = args.output
+    if output is not None:
+        if output.suffix.lower() not in _REPORT_FORMATS:
+            raise DeriveError(
+                f"-o {output}: give a .ipynb, .md or .tex file name, got "
+                f"'{output.suffix or 'no extension'}'"
+            )
+        _check_outputs([output], force=args.force)
+        if _REPORT_FORMATS[output.suffix.lower()] == "notebook":
+            _need_nbformat()
+    spec = load_spec(args.spec)
+    worked, note = _worked_example(spec, args)
+    report = make_report(spec, worked=worked, worked_note=note,
+                         passes=not args.no_passes)  # fmt: skip
+    if output is None:
+        sys.stdout.write(report.markdown())
+        return 0
+    kind = _REPORT_FORMATS[output.suffix.lower()]
+    text = {
+        "notebook": report.notebook_text,
+        "markdown": report.markdown,
+        "latex": report.latex,
+    }[kind]()
+    atomic_write(output, text)
+    size = len(text.encode("utf-8"))
+    print(
+        f"wrote {output} ({kind}, {size / 1024:.0f} KiB, in {report.seconds:.1f} s; "
+        f"self-test {'passed' if report.check_ok else 'FAILED'})"
+    )
+    return 0
+
+
+def _need_nbformat() -> None:
+    try:
+        import nbformat  # noqa: F401
+    except ImportError:
+        raise DeriveError(
+            "a notebook needs nbformat: pip install 'derive[notebook]', or write "
+            "-o report.md / report.tex"
+        ) from None
+
+
+def _worked_example(spec: object, args: argparse.Namespace) -> tuple[object, str]:
+    """The worked example of --sample (a batch of 4 rows from it with batch
+    norm), as ``derive explain --weights --data`` computes it, or (None, "")."""
+    if args.weights is None and args.data is None:
+        return None, ""
+    if args.weights is None or args.data is None:
+        raise DeriveError(
+            "a worked example needs both --weights MODEL.npz and --data FILE; "
+            "give both, or neither for the symbolic derivation"
+        )
+    from .cli import _read_data
+    from .network import Network
+    from .present.worked import worked_example
+
+    network = Network.load(args.weights, spec)
+    table = _read_data(network, args.data, args.target, target_required=True)
+    i = args.sample
+    n = table.X.shape[0]
+    if i >= n:
+        raise DeriveError(
+            f"--sample {i} is past the end of {args.data} ({n} rows, numbered "
+            "from 0); pick a smaller row"
+        )
+    coupled = any(layer.kind == "batch_norm" for layer in network.spec.layers)
+    rows = min(4 if coupled else 1, n - i)
+    if coupled and rows < 2:
+        raise DeriveError(
+            f"batch norm needs two or more rows from --sample {i}; pick an "
+            "earlier --sample"
+        )
+    Y = network.encode_targets(table.y[i : i + rows])
+    params = [p.astype("float64") for p in network.params]
+    try:
+        if rows == 1:
+            example = worked_example(spec, params, table.X[i], Y[0], sample=i)
+        else:
+            X = table.X[i : i + rows].reshape(rows, -1)
+            example = worked_example(spec, params, X, Y, sample=i)
+    except ValueError as exc:
+        raise DeriveError(f"cannot work through sample {i}: {exc}") from None
+    which = f"row {i}" if rows == 1 else f"rows {i}..{i + rows - 1} (one batch)"
+    note = (
+        f"The numbers of {which} of {args.data.name} with the weights of "
+        f"{args.weights.name}."
+    )
+    return example, note
 
 
 # ----------------------------------------------------------------------- diff

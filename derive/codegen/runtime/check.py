@@ -314,7 +314,11 @@ def check_gradients(
     evaluations = 2
     finite = math.isfinite(value) and bool(np.all(np.isfinite(analytic)))
     if not finite:
-        problems.append("the loss or a gradient is NaN or infinite at this point")
+        problems.append(
+            "the loss or a gradient is NaN or infinite at this point, so nothing "
+            "can be compared: the network is not defined there (a user expression "
+            "outside its domain?) or overflows; pass params, X, Y where it is finite"
+        )
     elif not abs(value - base) <= 1e-9 * max(1.0, abs(base)):
         problems.append(
             f"loss_and_grad's loss {value!r} differs from the loss {base!r} "
