@@ -504,9 +504,9 @@ def _train(
     mini-batch saw. A batch whose loss is NaN or infinite, or an epoch that
     leaves a parameter so, stops the loop: status holds (1: the loss, 2: a
     parameter; the epoch; the batch's first row and rows; the step count at the
-    epoch's start) and saved_* the state at the epoch's start. A last batch of rows < batch_size rows runs padded to
-    batch_size columns with zero inputs and a zero output delta, so the padding
-    adds nothing. The buffers are allocated by the caller (in NumPy, which also
+    epoch's start) and saved_* the state at the epoch's start. A last batch of
+    rows < batch_size rows runs padded to batch_size columns with zero inputs
+    and a zero output delta, so the padding adds nothing. The buffers are allocated by the caller (in NumPy, which also
     spares Numba compiling np.zeros).
     """
     n_rows = X_all.shape[0]
@@ -1674,7 +1674,11 @@ def check_gradients(
     evaluations = 2
     finite = math.isfinite(value) and bool(np.all(np.isfinite(analytic)))
     if not finite:
-        problems.append("the loss or a gradient is NaN or infinite at this point")
+        problems.append(
+            "the loss or a gradient is NaN or infinite at this point, so nothing "
+            "can be compared: the network is not defined there (a user expression "
+            "outside its domain?) or overflows; pass params, X, Y where it is finite"
+        )
     elif not abs(value - base) <= 1e-9 * max(1.0, abs(base)):
         problems.append(
             f"loss_and_grad's loss {value!r} differs from the loss {base!r} "
