@@ -1774,15 +1774,17 @@ def _check_kernels(theta, X, Y, mask_values):
         training[names.index(name)] = mask
     deltas = _allocate([_DELTA_BUFFERS], n, dtype=np.float64)
 
+    def training_loss():
+        return (
+            _gradients(*views, inputs, Y, *forward, *training, *deltas, *grad_views) / n
+        )
+
     def gradients():
-        total = _gradients(*views, inputs, Y, *forward, *training, *deltas, *grad_views)
-        return total / n, grad.copy()
+        return training_loss(), grad.copy()
 
     if _TRAINING_BUFFERS or _STATE:
         # batch statistics or dropout: the training forward is _gradients' own
-        def batch_loss():
-            return gradients()[0]
-
+        batch_loss = training_loss
     else:  # the same network in both modes: the evaluation forward and loss
 
         def batch_loss():
