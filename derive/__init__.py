@@ -31,6 +31,8 @@ _LAZY = {
     "generate_source": "generate",
     "write_module": "generate",
     "Network": "network",
+    "SpecDiff": "present.diff",
+    "diff": "present.diff",
     "Explanation": "present.explain",
     "explain": "present.explain",
     "WorkedExample": "present.worked",
@@ -50,12 +52,14 @@ __all__ = [
     "ExpressionError",
     "Network",
     "Spec",
+    "SpecDiff",
     "SpecError",
     "Table",
     "WorkedExample",
     "__version__",
     "build",
     "derive",
+    "diff",
     "explain",
     "generate_source",
     "load_spec",
@@ -86,6 +90,7 @@ if TYPE_CHECKING:
     from .errors import DerivationError, DeriveError, ExpressionError, SpecError
     from .generate import build, generate_source, write_module
     from .network import Network
+    from .present.diff import SpecDiff, diff
     from .present.explain import Explanation, explain
     from .present.worked import WorkedExample, worked_example
     from .spec import Spec, load_spec, parse_spec, spec_from_dict

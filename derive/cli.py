@@ -1,4 +1,5 @@
-"""The ``derive`` command line: explain, generate, fit, predict, demo.
+"""The ``derive`` command line: explain, generate, fit, predict, demo (and check,
+diff, report: :mod:`derive.cli_trust`).
 
 Bad input (a spec, a path, a data file, an argument) is one clear message on
 stderr and exit code 2, never a traceback; ``generate --check`` exits 1 when a
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .errors import DeriveError
+from .errors import DeriveError, DivergenceError, SpecWarning
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help="work through this many rows from --sample as one batch (default 1; "
         "4 for a network with batch norm, whose statistics are the batch's)",
     )
+    p.add_argument(
+        "--passes",
+        action="store_true",
+        help="add each derived expression's simplification passes, in order, "
+        "with the operation count after each",
+    )
 
     p = sub.add_parser("generate", help="write the spec's standalone Numba module")
     p.add_argument("spec", type=Path, help="TOML spec file")
@@ -140,7 +147,16 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite files derive did not write"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    # check, diff, report: derive/cli_trust.py
+    from .cli_trust import add_parsers
+
+    _TRUST_HANDLERS.update(add_parsers(sub))
     return parser
+
+
+#: the handlers of the commands derive/cli_trust.py adds (filled by _parser)
+_TRUST_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 # -------------------------------------------------------------------- explain
@@ -152,8 +168,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.weights is None and args.data is None:
-        print(explain(spec).render(args.format))
+        print(explain(spec, passes=args.passes).render(args.format))
         return 0
+    if args.passes:
+        raise DeriveError(
+            "--passes shows the symbolic derivation's simplification; give it "
+            "without --weights and --data"
+        )
     if args.weights is None or args.data is None:
         raise DeriveError(
             "a worked example needs both --weights MODEL.npz and --data FILE; "
@@ -202,7 +223,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate_source, write_module
+    from .generate import comparable, generate_source, write_module
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -211,7 +232,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise DeriveError(f"{output} is a directory; give a file path with -o")
     if args.check:
         current = output.read_text(encoding="utf-8") if output.is_file() else None
-        if current != generate_source(spec):
+        # the code, not the SymPy and Numba versions its provenance records
+        if current is None or comparable(current) != comparable(generate_source(spec)):
             state = "missing" if current is None else "stale"
             print(
                 f"{output} is {state}: run `derive generate {args.spec} -o {output}`",
@@ -242,15 +264,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         _check_picture_format(args.plot)
     network = Network(spec)
     table = _read_data(network, args.data, args.target, target_required=True)
-    network.fit(
-        table.X,
-        table.y,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        validation_split=args.val_split,
-        verbose=not args.quiet,
-    )
+    try:
+        network.fit(
+            table.X,
+            table.y,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            validation_split=args.val_split,
+            verbose=not args.quiet,
+        )
+    except DivergenceError as exc:
+        hint = (
+            " With derive fit: --lr, or clip_norm in the spec's [training] table."
+            if "learning rate" in str(exc)
+            else ""
+        )
+        raise DeriveError(f"{exc}{hint} No model was written.") from None
     network.feature_names_in_ = table.feature_names
     network.target_names_ = table.target_names
     print(_summary(network, table))
@@ -557,6 +587,24 @@ def _example_text(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``derive`` console script."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # a spec's warnings (a user expression's restricted domain): one line each
+        warnings.simplefilter("always", SpecWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if issubclass(category, SpecWarning):
+                print(f"derive: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     handlers = {
         "explain": _cmd_explain,
@@ -564,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fit": _cmd_fit,
         "predict": _cmd_predict,
         "demo": _cmd_demo,
+        **_TRUST_HANDLERS,
     }
     try:
         return handlers[args.command](args)

@@ -24,3 +24,19 @@ class ExpressionError(DeriveError):
 
 class DerivationError(DeriveError):
     """The engine could not derive something it needs (e.g. a non-differentiable op)."""
+
+
+class DivergenceError(DeriveError):
+    """Training diverged: a loss or a parameter became NaN or infinite. The
+    message says in which epoch, what went non-finite first and the likely
+    fixes; ``diverged`` is the module's report (epoch, rows, quantity, message)."""
+
+    def __init__(self, diverged: dict) -> None:
+        self.diverged = dict(diverged)
+        super().__init__(self.diverged["message"])
+
+
+class SpecWarning(UserWarning):
+    """A valid spec with a likely problem, such as a user expression defined on
+    only part of the reals (``log(x)``): the spec validator warns, the CLI prints
+    it as ``derive: warning: ...``."""

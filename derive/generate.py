@@ -36,7 +36,8 @@ _HEADER = re.compile(
 
 
 def generate_source(spec: Spec) -> str:
-    """The standalone module's source text for ``spec`` (deterministic)."""
+    """The standalone module's source text for ``spec`` (deterministic, given the
+    SymPy and Numba versions its provenance line records)."""
     return render_module(lower_head(spec), lower_architecture(spec))
 
 
@@ -48,6 +49,28 @@ def lower_architecture(spec: Spec) -> CodeModel:
     from .engine.derivation import derive
 
     return lower(derive(spec))
+
+
+#: A module's provenance: the SymPy and Numba versions it was generated with.
+#: They are recorded, not part of the code: ``comparable`` masks them.
+_PROVENANCE = (
+    re.compile(r"^(# Provenance: derive \S+, SymPy )\S+(, Numba )\S+(;.*)$", re.M),
+    re.compile(
+        r'^(GENERATED_WITH = \{"derive": "[^"]*", "sympy": ")[^"]*'
+        r'(", "numba": ")[^"]*("\}.*)$',
+        re.M,
+    ),
+)
+
+
+def comparable(source: str) -> str:
+    """A module's source with the SymPy and Numba versions of its provenance
+    masked: two generations of one spec compare equal under any versions of
+    them that print the same code (the golden files, ``generate --check`` and
+    ``write_module`` compare this, so a version bump alone changes no file)."""
+    for pattern in _PROVENANCE:
+        source = pattern.sub(r"\1*\2*\3", source)
+    return source
 
 
 def read_header(path: Path) -> tuple[str, str, str] | None:
@@ -62,15 +85,17 @@ def read_header(path: Path) -> tuple[str, str, str] | None:
 
 
 def write_module(spec: Spec, path: Path, *, force: bool = False) -> bool:
-    """Write the spec's module to ``path``. Returns False if it was already current.
+    """Write the spec's module to ``path``. Returns False if it was already current
+    (the same code; the provenance's SymPy and Numba versions do not count).
 
     Refuses (``DeriveError``) to replace a file that derive did not generate, or
     one generated from a differently named spec, unless ``force``.
     """
     source = generate_source(spec)
     if path.exists():
-        if path.read_text(encoding="utf-8") == source:
-            return False
+        current = path.read_text(encoding="utf-8", errors="replace")
+        if comparable(current) == comparable(source):
+            return False  # the same code (perhaps recorded under other versions)
         header = read_header(path)
         if not force:
             if header is None:
@@ -102,7 +127,7 @@ def cache_dir() -> Path:
 #: missed. The templates count too.
 _RUNTIME_SIDE = {
     "__init__.py", "__main__.py", "cli.py", "network.py", "data.py", "plots.py",
-    "datasets.py",
+    "datasets.py", "cli_trust.py",
 }  # fmt: skip
 
 

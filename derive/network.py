@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ import numpy as np
 
 from ._version import __version__
 from .data import DataError
-from .errors import DeriveError, SpecError
+from .errors import DeriveError, DivergenceError, SpecError
 from .fileio import atomic_open
 from .generate import build
 from .spec import Spec, load_spec, parse_spec, spec_from_dict
@@ -62,6 +63,8 @@ class Network:
         self.buffers: list[np.ndarray] = self.module.init_buffers()
         self.history_: dict[str, np.ndarray] = {}
         self.best_epoch_: int | None = None
+        #: the last fit's divergence report (epoch, rows, quantity, message), or None
+        self.diverged_: dict[str, Any] | None = None
         self.stopped_early_: bool = False
         self.feature_names_in_: tuple[str, ...] | None = None
         self.target_names_: tuple[str, ...] | None = None
@@ -184,14 +187,20 @@ class Network:
             if show is not None or user_callback is not None:
                 kwargs["callback"] = _chain(show, user_callback)
             try:
-                history = self.module.fit(
-                    self.params, X_train, Y_train, state=self.state,
-                    **self._buffers_kwarg(), **kwargs,
-                )  # fmt: skip
+                with warnings.catch_warnings():
+                    # a diverged fit: raised below, with the history kept
+                    warnings.filterwarnings("ignore", "training diverged")
+                    history = self.module.fit(
+                        self.params, X_train, Y_train, state=self.state,
+                        **self._buffers_kwarg(), **kwargs,
+                    )  # fmt: skip
             except ValueError as exc:
                 raise DataError(str(exc)) from None
         self._classes, self._classes_learned = classes, True
         self._record(history)
+        self.diverged_ = history.get("diverged")
+        if self.diverged_ is not None:
+            raise DivergenceError(self.diverged_)
         return self
 
     def _buffers_kwarg(self) -> dict[str, Any]:

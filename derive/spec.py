@@ -25,12 +25,13 @@ import json
 import keyword
 import math
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ExpressionError, SpecError
+from .errors import ExpressionError, SpecError, SpecWarning
 from .layers import DEFAULT_KIND, LAYER_KINDS, LayerKind
 from .layers import Param as LayerParam
 from .ops import ACTIVATIONS, LOSSES, RESERVED, Activation, Loss, UserExpr
@@ -597,7 +598,7 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
     if problems.items:
         raise SpecError(problems.items, source)
     assert input_value is not None and loss is not None
-    return Spec(
+    spec = Spec(
         name=name,
         input=input_value,
         layers=tuple(layers),
@@ -606,6 +607,21 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> Spec:
         optimizer=optimizer,
         training=training,
     )
+    _warn_domains(spec, source)
+    return spec
+
+
+def _warn_domains(spec: Spec, source: str) -> None:
+    """A SpecWarning for each user expression defined on only part of the reals."""
+    if all(
+        ref is None or ref.expr is None
+        for ref in (*(layer.activation for layer in spec.layers), spec.loss)
+    ):
+        return  # only user expressions can be undefined somewhere
+    from .engine.domains import domain_warnings
+
+    for warning in domain_warnings(spec):
+        warnings.warn(SpecWarning(f"{source}: {warning}"), stacklevel=3)
 
 
 def _input(value: Any, problems: _Problems) -> int | tuple[int, ...] | None:

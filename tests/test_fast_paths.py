@@ -5,7 +5,7 @@
 - float64 modules never call a fast approximation;
 - a float32 module with the fast tanh against the float64 module and against a
   float32 module generated with the exact ``math.tanh``;
-- BLAS (``_xxgemm``) kernels against explicit-loop kernels, by generating the same
+- BLAS (``_gemm``) kernels against explicit-loop kernels, by generating the same
   spec with the lowering's thresholds forced so that every layer is BLAS, and
   so that every layer is loops: predict, loss_and_grad and shuffled fit agree.
 
@@ -302,7 +302,7 @@ KERNEL_DATA = {"softmax_ce": (49, 16), "relu_float32": (50, 16)}
 
 
 def _kernel_count(source: str) -> int:
-    return source.count("_xxgemm(_GEMM_KIND")
+    return source.count("_gemm(_")
 
 
 def _compare_kernels(spec: Spec, data: tuple[int, int], reference, other) -> None:

@@ -80,11 +80,11 @@ def test_outlined_layers_compute_what_inline_code_computes(name):
 
 def test_float32_outlined_training_matches_inline_training():
     """_train's outlined functions are compiled with its fast-math flags."""
-    spec = _spec("loops", "float32")
+    spec = _spec("blas", "float32")
     outlined, source = _load(spec)
     inline, _ = _load(spec, OUTLINE_MIN_LAYERS=10**9)
     assert "def _layer2_training_forward_fast(" in source
-    X, Y = _data(outlined, rows=64, seed=1)
+    X, Y = _data(outlined, rows=64, seed=1)  # 40 inputs, BLAS layers
     params = outlined.init_params(0)
     trained, ref_trained = [p.copy() for p in params], [p.copy() for p in params]
     history = outlined.fit(trained, X, Y, epochs=4, batch_size=16)

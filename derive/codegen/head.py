@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .._version import __version__
 from ..layers import LAYER_KINDS
 from ..spec import Spec
-from .sources import runtime_source
+from .sources import check_source, runtime_source
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class HeadModel:
     """The per-spec part of a module, as already-printed strings."""
 
     generator_version: str
+    sympy_version: str  # provenance: the versions the module was generated with
+    numba_version: str
     name: str
     spec_hash: str
     spec_toml: str
@@ -41,6 +43,21 @@ class HeadModel:
     architecture_module: str  # the kernel module's name in derive.build's cache
     architecture_names: tuple[str, ...]  # what a cached head imports from it
     runtime: str  # the public API, verbatim
+    check: str  # the gradient self-test (check_gradients, --self-test), verbatim
+
+
+def tool_versions() -> tuple[str, str]:
+    """(SymPy, Numba) versions of this environment, for a module's provenance
+    line (from their metadata: rendering a head imports neither)."""
+    from importlib import metadata
+
+    versions = []
+    for package in ("sympy", "numba"):
+        try:
+            versions.append(metadata.version(package))
+        except metadata.PackageNotFoundError:  # pragma: no cover - both required
+            versions.append("unknown")
+    return versions[0], versions[1]
 
 
 def py_literal(value: object) -> str:
@@ -96,8 +113,11 @@ def lower_head(spec: Spec, architecture_names: tuple[str, ...] = ()) -> HeadMode
     """The head of ``spec``'s module. With ``architecture_names`` (the names of a
     cached kernel module) it imports the architecture; without, the architecture
     is printed inline (a standalone module)."""
+    sympy_version, numba_version = tool_versions()
     return HeadModel(
         generator_version=__version__,
+        sympy_version=sympy_version,
+        numba_version=numba_version,
         name=spec.name,
         spec_hash=spec.hash,
         spec_toml=spec.to_toml(),
@@ -113,4 +133,5 @@ def lower_head(spec: Spec, architecture_names: tuple[str, ...] = ()) -> HeadMode
         architecture_module=architecture_module(spec),
         architecture_names=architecture_names,
         runtime=runtime_source(),
+        check=check_source(),
     )

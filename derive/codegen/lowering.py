@@ -45,7 +45,7 @@ from .sources import blas_source, helper_source
 
 #: Dense layers with fewer weights than BLAS_MIN_WEIGHTS and at most
 #: LOOPS_MAX_INPUTS inputs use explicit loops (vectorized along the batch, the
-#: reduction over the inputs unrolled); the others call BLAS gemm (``_xxgemm``).
+#: reduction over the inputs unrolled); the others call BLAS gemm (``_gemm``).
 #: Measured with bench/blas_threshold.py (w-w-w-1 tanh net, float32, 2 cores, ms
 #: per 1024-row epoch, loops/BLAS at batch 32 and 128): 8x8 0.24/0.29 and
 #: 0.18/0.22, 16x16 0.44/0.52 and 0.32/0.32, 24x24 0.78/0.45 and 0.33/0.52, 32x32
@@ -229,7 +229,8 @@ class _Layer:
 KERNEL_LOCALS = frozenset(
     {"rows", "cols", "n_rows", "total", "acc", "lr", "epoch", "start", "row", "order",
      "inv_rows", "bias_grad", "back", "delta", "z", "a", "y", "lse", "best", "best_at",
-     "value", "factor", "top", "total_exp", "exp_shifted", "theta", "grad", "step"}
+     "value", "factor", "top", "total_exp", "exp_shifted", "theta", "grad", "step",
+     "status", "check", "saved_theta", "saved_slots"}
 )  # fmt: skip
 
 
@@ -396,11 +397,9 @@ def _gemm(
     """
     (lname, lt, lld), (rname, rt, rld) = left, right
     flag = {True: "_TRANS", False: "_NO_TRANS"}
-    beta = "_ONE" if accumulate else "_ZERO"
     return (
-        f"_xxgemm(_GEMM_KIND, {flag[rt]}, {flag[lt]}, {cols}, {rows}, {inner}, "
-        f"_ONE.ctypes, {rname}.ctypes, {rld}, {lname}.ctypes, {lld}, "
-        f"{beta}.ctypes, {out}.ctypes, {cols})  # fmt: skip"
+        f"_gemm({flag[rt]}, {flag[lt]}, {cols}, {rows}, {inner}, {rname}, {rld}, "
+        f"{lname}, {lld}, {out}, {cols}, {accumulate})  # fmt: skip"
     )
 
 
@@ -1187,7 +1186,7 @@ def lower(derivation: Derivation) -> CodeModel:
     bodies = outlined.bodies
     text = "\n".join([*bodies.values(), *outlined.functions, *update, *loss])
     helpers = helpers_called(text)
-    uses_gemm = "_xxgemm(" in text
+    uses_gemm = "_gemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
     task, threshold = _task(d)
     param_names = [p.name for p in params]
@@ -1249,6 +1248,9 @@ def lower(derivation: Derivation) -> CodeModel:
                 "hyper",
                 "step",
                 "totals",
+                "status",
+                "saved_theta",
+                "saved_slots",
             ],
             grad_names,
             ["XT", "YT"],
@@ -1256,6 +1258,7 @@ def lower(derivation: Derivation) -> CodeModel:
             training_names,
             delta_names,
             state_names,
+            [f"saved_{name}" for name in state_names],
         ),  # fmt: skip
         forward_code=bodies["forward"],
         training_forward_code=bodies["training_forward"],

@@ -1,7 +1,8 @@
 """The hand-written code generated modules carry, read from real Python files.
 
-``runtime/runtime.py`` (the public API), ``runtime/blas.py`` (the gemm
-declaration) and ``runtime/helpers.py`` (scalar helpers) are ordinary, linted
+``runtime/runtime.py`` (the public API), ``runtime/check.py`` (the gradient
+self-test), ``runtime/blas.py`` (the gemm declaration) and
+``runtime/helpers.py`` (scalar helpers) are ordinary, linted
 modules; a generated module includes the part of each below its marker line, or
 one helper function whole, verbatim.
 """
@@ -28,6 +29,11 @@ def _included(name: str) -> str:
 def runtime_source() -> str:
     """The runtime half of every module (public API)."""
     return _included("runtime.py")
+
+
+def check_source() -> str:
+    """The gradient self-test every module carries (check_gradients, --self-test)."""
+    return _included("check.py")
 
 
 def blas_source() -> str:

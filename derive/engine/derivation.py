@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,7 @@ from .simplify import (
     LOSS_VALUE_STRATEGY,
     Sigmoid,
     Softplus,
+    Trace,
     introduce_sigmoid,
     introduce_softplus,
 )
@@ -93,6 +94,8 @@ class ActivationDerivation:
     derivative_a: Formula | None  # f' in terms of a (None if not found)
     derivative_form: Literal["a", "z", "jacobian"]
     jacobian: Formula | None  # softmax: da_i/dz_j
+    #: what each simplification pass did to each derived form (explain --passes)
+    passes: tuple[tuple[str, Trace], ...] = field(default=(), compare=False)
 
     @property
     def derivative(self) -> Formula | None:
@@ -113,6 +116,8 @@ class LossDerivation:
     needs_lse: bool  # the value uses the row's log-sum-exp
     output_delta: Formula  # per sample: dl_sample/dz for one output element
     delta_form: str  # which quantities the delta reads, e.g. "a, y"
+    #: what each simplification pass did to each derived form (explain --passes)
+    passes: tuple[tuple[str, Trace], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -316,12 +321,15 @@ def derive_activation(
     d_raw = sp.diff(f, Z)
     if d_raw.has(sp.Derivative, sp.Subs):
         raise DerivationError(f"SymPy cannot differentiate activation {label}: {d_raw}")
-    d_z = DERIVATIVE_STRATEGY.apply(d_raw)
+    d_z, z_trace = DERIVATIVE_STRATEGY.run(d_raw)
+    passes = [("f'(z), from sympy.diff of the forward", z_trace)]
     d_a = _output_form(sp.piecewise_fold(f), sp.piecewise_fold(sp.simplify(d_raw)))
     if d_a is not None:
-        d_a = DERIVATIVE_STRATEGY.apply(d_a)
+        d_a, a_trace = DERIVATIVE_STRATEGY.run(d_a)
+        passes.append(("f'(a), from the proved form in a = f(z)", a_trace))
     use_a = d_a is not None and _ops_cost(d_a) <= _ops_cost(d_z)
-    stable_forward = DERIVATIVE_STRATEGY.apply(f)
+    stable_forward, forward_trace = DERIVATIVE_STRATEGY.run(f)
+    passes.append(("f(z) as the code evaluates it", forward_trace))
     return ActivationDerivation(
         label=label,
         kind="elementwise",
@@ -332,6 +340,7 @@ def derive_activation(
         derivative_a=formula("f'(a)", "f'(a)", d_a) if d_a is not None else None,
         derivative_form="a" if use_a else "z",
         jacobian=None,
+        passes=tuple(passes),
     )
 
 
@@ -414,32 +423,42 @@ def derive_loss(
 ) -> LossDerivation:
     """Derive the loss gradient and the fused output delta for an output op."""
     per_element = loss.forward(Y_HAT, Y, **_exact(loss_params))
-    gradient = DERIVATIVE_STRATEGY.apply(sp.diff(per_element, Y_HAT))
+    gradient, gradient_trace = DERIVATIVE_STRATEGY.run(sp.diff(per_element, Y_HAT))
+    passes = [("dl/dy_hat, from sympy.diff of the loss", gradient_trace)]
     scale = sp.Rational(1, n_out) if loss.reduce == "mean" else sp.Integer(1)
     if act.kind == "softmax":
-        value, delta = _softmax_head(loss, loss_params, act_op)
+        value, delta, value_trace = _softmax_head(loss, loss_params, act_op)
+        passes.append(("l of softmax(z), before log-sum-exp", value_trace))
         value_form = value
         needs_lse = True
         delta = delta * scale
     else:
         f = act_op.forward(Z, **_exact(act_params))
         composed = per_element.subs(Y_HAT, f)
-        stable_value = LOSS_VALUE_STRATEGY.apply(composed)
+        stable_value, value_trace = LOSS_VALUE_STRATEGY.run(composed)
         if _contains_stable_helpers(stable_value):
             value_form = stable_value  # evaluated from z without overflow
+            passes.append(("l(f(z)) as the code evaluates it", value_trace))
         else:
-            value_form = DERIVATIVE_STRATEGY.apply(per_element.subs(Y_HAT, A))
+            value_form, a_trace = DERIVATIVE_STRATEGY.run(per_element.subs(Y_HAT, A))
+            passes.append(("l(f(z)): no stable form in z (not used)", value_trace))
+            passes.append(("l(a) as the code evaluates it", a_trace))
         needs_lse = False
         # Fused delta: the chain rule done symbolically, two ways; keep the cheaper.
-        delta_z = DERIVATIVE_STRATEGY.apply(sp.diff(composed, Z))
-        candidates = [delta_z]
+        delta_z, z_trace = DERIVATIVE_STRATEGY.run(sp.diff(composed, Z))
+        candidates = [(delta_z, "dl/dz from sympy.diff of l(f(z))", z_trace)]
         if act.derivative_a is not None:
             dl_da = sp.diff(per_element, Y_HAT).subs(Y_HAT, A)
             chained = sp.piecewise_fold(dl_da * act.derivative_a.expr)
-            candidates.append(DERIVATIVE_STRATEGY.apply(sp.factor(sp.cancel(chained))
-                                                        if not chained.has(sp.Piecewise)
-                                                        else chained))  # fmt: skip
-        delta = min(candidates, key=_ops_cost) * scale
+            via_a, a_trace = DERIVATIVE_STRATEGY.run(sp.factor(sp.cancel(chained))
+                                                     if not chained.has(sp.Piecewise)
+                                                     else chained)  # fmt: skip
+            candidates.append((via_a, "dl/dz as dl/dy_hat * f'(a)", a_trace))
+        chosen = min(candidates, key=lambda c: _ops_cost(c[0]))
+        for form, label, trace in candidates:
+            used = "used by the code" if form is chosen[0] else "not used: costlier"
+            passes.append((f"{label} ({used})", trace))
+        delta = chosen[0] * scale
         delta = sp.factor_terms(delta) if not delta.has(sp.Piecewise) else delta
     value_scaled = value_form * scale
     reads = ", ".join(str(s) for s in sorted(delta.free_symbols, key=str))
@@ -453,12 +472,13 @@ def derive_loss(
         needs_lse=needs_lse,
         output_delta=formula("dl/dz", r"\frac{\partial l}{\partial z}", delta),
         delta_form=reads,
+        passes=tuple(passes),
     )
 
 
 def _softmax_head(
     loss: Loss, loss_params: tuple[tuple[str, float], ...], act_op: Activation
-) -> tuple[sp.Expr, sp.Expr]:
+) -> tuple[sp.Expr, sp.Expr, Trace]:
     """Loss value per element and the fused delta for a softmax output, derived
     in index form: L = sum_i l(a_i, y_i), a_i = softmax(z)_i."""
     zb, yb, ab = sp.IndexedBase("z"), sp.IndexedBase("y"), sp.IndexedBase("a")
@@ -467,7 +487,7 @@ def _softmax_head(
     sample_loss = sp.Sum(per_element, (_i, 0, _n - 1))
     denominator = sp.Sum(sp.exp(zb[_k]), (_k, 0, _n - 1))
     # Value: log(softmax) = z - log-sum-exp; the LSE is evaluated max-shifted.
-    element = LOSS_VALUE_STRATEGY.apply(per_element)
+    element, trace = LOSS_VALUE_STRATEGY.run(per_element)
     element = sp.expand(element.subs(sp.log(denominator), LSE))
     if element.has(sp.Sum) or element.has(sp.exp):
         raise DerivationError(f"no stable form for {loss.name} on {act_op.name}")
@@ -497,7 +517,7 @@ def _softmax_head(
             f"could not reduce the {loss.name} delta to elementwise form: {d}"
         )
     delta = d.subs({ab[_j]: A, yb[_j]: Y})
-    return value, delta
+    return value, delta, trace
 
 
 # ---------------------------------------------------------------------- layers

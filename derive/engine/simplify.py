@@ -2,13 +2,15 @@
 ``SimplificationStrategy``), plus the stable-form rewrites.
 
 Each pass is a plain function ``Expr -> Expr``. A strategy applies its passes
-in order and can report what each did, so the pipeline is easy to see and to
-change: ``DERIVATIVE_STRATEGY.describe()`` lists it.
+in order and reports what each did (:meth:`SimplificationStrategy.run`: the
+operation count after every pass), so the pipeline is easy to see and to
+change: ``DERIVATIVE_STRATEGY.describe()`` lists it, the derivation keeps each
+derived expression's :class:`Trace`, and ``derive explain --passes`` prints them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
@@ -52,9 +54,35 @@ class Pass:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One pass of a strategy run: its name, its output, that output's
+    operation count (``sympy.count_ops``), and whether it changed anything."""
+
+    name: str
+    expr: sp.Expr
+    ops: int
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A strategy run on one expression: the input and each pass's step."""
+
+    strategy: str
+    input: sp.Expr
+    input_ops: int
+    steps: tuple[Step, ...]
+
+    @property
+    def output(self) -> sp.Expr:
+        return self.steps[-1].expr if self.steps else self.input
+
+
+@dataclass(frozen=True)
 class SimplificationStrategy:
     """An ordered list of passes applied one after another."""
 
+    name: str
     passes: tuple[Pass, ...]
 
     def apply(self, expr: sp.Expr) -> sp.Expr:
@@ -62,13 +90,15 @@ class SimplificationStrategy:
             expr = p.func(expr)
         return expr
 
-    def trace(self, expr: sp.Expr) -> list[tuple[str, sp.Expr, int]]:
-        """Each pass's name, its output and the output's operation count."""
-        out = []
+    def run(self, expr: sp.Expr) -> tuple[sp.Expr, Trace]:
+        """The result of every pass in order, and the trace of what each did."""
+        steps = []
+        start = expr
         for p in self.passes:
-            expr = p.func(expr)
-            out.append((p.name, expr, int(sp.count_ops(expr))))
-        return out
+            new = p.func(expr)
+            steps.append(Step(p.name, new, int(sp.count_ops(new)), new != expr))
+            expr = new
+        return expr, Trace(self.name, start, int(sp.count_ops(start)), tuple(steps))
 
     def describe(self) -> str:
         return "\n".join(
@@ -187,22 +217,25 @@ FACTOR = Pass("factor_terms", factor_terms, "pull common factors out of sums")
 #: The stable rewrites run first: simplify would turn exp ratios into
 #: cosh(z/2)**-2 forms that overflow.
 DERIVATIVE_STRATEGY = SimplificationStrategy(
-    (STABLE_SOFTPLUS, STABLE_SIGMOID, SIMPLIFY, FACTOR)
+    "derivative", (STABLE_SOFTPLUS, STABLE_SIGMOID, SIMPLIFY, FACTOR)
 )
 
 #: For a loss composed with its output activation, as a function of z: split the
 #: logs first so that log(sigmoid) and log(softmax) become softplus / log-sum-exp.
 LOSS_VALUE_STRATEGY = SimplificationStrategy(
+    "loss value",
     (
         Pass("together_logs", together_logs, "each log argument over one denominator"),
         Pass("expand_logs", expand_logs, "log(p/q) -> log p - log q, log(exp u) -> u"),
         STABLE_SOFTPLUS,
         Pass("expand", sp.expand, "multiply out"),
         FACTOR,
-    )
+    ),
 )
 
 
-def strategies() -> Sequence[tuple[str, SimplificationStrategy]]:
-    """The named strategies, for ``derive explain --passes``."""
-    return [("derivative", DERIVATIVE_STRATEGY), ("loss value", LOSS_VALUE_STRATEGY)]
+#: The strategies, for a legend of their passes (``derive explain --passes``).
+STRATEGIES: tuple[SimplificationStrategy, ...] = (
+    DERIVATIVE_STRATEGY,
+    LOSS_VALUE_STRATEGY,
+)

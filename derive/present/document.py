@@ -36,9 +36,11 @@ class Equation:
 
 @dataclass(frozen=True)
 class Listing:
-    """Lines shown as they are: indented text, a Markdown list, a LaTeX itemize."""
+    """Lines shown as they are: indented text, a Markdown list, a LaTeX itemize
+    (``code``: a fenced Markdown block and LaTeX verbatim, columns kept)."""
 
     lines: tuple[str, ...]
+    code: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ class Document:
         text = (lines,) if isinstance(lines, str) else tuple(lines)
         self.blocks.append(Equation(text, latex, note))
 
-    def listing(self, lines: list[str]) -> None:
-        self.blocks.append(Listing(tuple(lines)))
+    def listing(self, lines: list[str], code: bool = False) -> None:
+        self.blocks.append(Listing(tuple(lines), code))
 
     def gap(self) -> None:
         self.blocks.append(Gap())
@@ -128,6 +130,10 @@ def _equation(block: Equation, fmt: Format) -> list[str]:
 def _listing(block: Listing, fmt: Format) -> list[str]:
     if fmt == "text":
         return [f"  {line}" for line in block.lines] + [""]
+    if block.code:
+        fence = ("```text", "```") if fmt == "markdown" else (
+            r"\begin{verbatim}", r"\end{verbatim}")  # fmt: skip
+        return [fence[0], *block.lines, fence[1], ""]
     if fmt == "markdown":
         return [f"- {line}" for line in block.lines] + [""]
     items = [rf"\item {_latex_text(line)}" for line in block.lines]

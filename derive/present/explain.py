@@ -16,6 +16,7 @@ import sympy as sp
 
 from ..engine.adjoint import GatherRule
 from ..engine.derivation import Derivation, KindDerivation, LayerInfo, derive
+from ..engine.domains import domain_warnings
 from ..engine.notation import (
     bound_gather,
     bound_statement,
@@ -31,6 +32,7 @@ from ..engine.notation import (
     text,
 )
 from ..engine.proofs import Proof, kind_proofs
+from ..engine.simplify import STRATEGIES, Trace
 from ..spec import Spec
 from .document import Document, Format, Rendered
 
@@ -39,17 +41,24 @@ __all__ = ["Explanation", "Format", "Rendered", "explain"]
 
 @dataclass(frozen=True)
 class Explanation(Rendered):
-    """A rendered-on-demand explanation of one derivation."""
+    """A rendered-on-demand explanation of one derivation (``passes``: with what
+    each simplification pass did to each derived expression)."""
 
     derivation: Derivation
+    passes: bool = False
 
     def document(self) -> Document:
-        return _document(self.derivation)
+        doc = _document(self.derivation)
+        if self.passes:
+            _passes(doc, self.derivation)
+        return doc
 
 
-def explain(spec: Spec) -> Explanation:
-    """Explain the derivation of ``spec`` (derives it first)."""
-    return Explanation(derive(spec))
+def explain(spec: Spec, *, passes: bool = False) -> Explanation:
+    """Explain the derivation of ``spec`` (derives it first); ``passes=True``
+    adds each derived expression's simplification passes with the operation
+    count after each."""
+    return Explanation(derive(spec), passes)
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -77,6 +86,16 @@ def _document(d: Derivation) -> Document:
             "of their adjoints. The training-mode network is shown; dropout's "
             "mask is drawn per batch."
         )
+
+    warnings = domain_warnings(spec)
+    if warnings:
+        doc.heading("Domain warnings")
+        doc.para(
+            "SymPy finds these user expressions defined on only part of the reals "
+            "(where they are NaN or infinite outside):"
+        )
+        doc.listing([str(w) for w in warnings])
+        doc.gap()
 
     doc.heading("Forward pass")
     for layer in d.layers:
@@ -344,3 +363,41 @@ def _backward(
                 rf"\delta^{{({i - 1})}} = \delta a^{{({i - 1})}} \odot "
                 rf"\left({act.derivative.latex}\right)",
             )
+
+
+def _passes(doc: Document, d: Derivation) -> None:
+    """Each derived expression through its strategy's passes, in order, with the
+    operation count (sympy.count_ops) after each: how the chosen form was reached."""
+    doc.heading("Simplification, pass by pass")
+    doc.para(
+        "Each derived expression as SymPy gave it (input), then after each pass of "
+        "its strategy in order, with its operation count (sympy.count_ops); a pass "
+        "that changed nothing says so. The passes are listed below."
+    )
+    seen: set[str] = set()
+    for layer in d.layers:
+        act = layer.activation
+        if act is None or act.label in seen or not act.passes:
+            continue
+        seen.add(act.label)
+        doc.heading(f"Activation {act.label} (layer {layer.index})", 3)
+        for label, trace in act.passes:
+            _trace(doc, label, trace)
+    doc.heading(f"Loss {d.loss.label} on {d.layers[-1].activation.label}", 3)  # type: ignore[union-attr]
+    for label, trace in d.loss.passes:
+        _trace(doc, label, trace)
+    for strategy in STRATEGIES:
+        doc.para(f"The {strategy.name} strategy's passes:")
+        doc.listing(strategy.describe().splitlines())
+
+
+def _trace(doc: Document, label: str, trace: Trace) -> None:
+    width = max(len(step.name) for step in trace.steps) + 4
+    lines = [f"{'input':{width}} {trace.input_ops:3d} ops   {text(trace.input)}"]
+    for n, step in enumerate(trace.steps, 1):
+        shown = text(step.expr) if step.changed else "(unchanged)"
+        name = f"{n}. {step.name}"
+        lines.append(f"{name:{width}} {step.ops:3d} ops   {shown}")
+    doc.para(f"{label} ({trace.strategy} strategy): {trace.input_ops} -> "
+             f"{trace.steps[-1].ops if trace.steps else trace.input_ops} operations")  # fmt: skip
+    doc.listing(lines, code=True)

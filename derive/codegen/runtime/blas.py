@@ -5,7 +5,6 @@ their constants (DTYPE).
 """
 
 # ruff: noqa: I001
-from .module_names import DTYPE
 import numba
 import numpy as np
 from numba import types
@@ -20,7 +19,6 @@ from numba.np.linalg import ensure_blas
 # alpha, a, lda, b, ldb, beta, c, ldc. A row-major buffer is its transpose to
 # BLAS, so out = left @ right is asked for as out.T = right.T @ left.T.
 ensure_blas()  # SciPy's BLAS, with the integer width Numba was built for
-_GEMM_ARRAY = types.CPointer(numba.from_dtype(DTYPE))
 _xxgemm = types.ExternalFunction(
     "numba_xxgemm",
     types.intc(
@@ -30,17 +28,61 @@ _xxgemm = types.ExternalFunction(
         types.intp,  # m
         types.intp,  # n
         types.intp,  # k
-        _GEMM_ARRAY,  # alpha
-        _GEMM_ARRAY,  # a
+        types.voidptr,  # alpha (a pointer to a value of the kind's precision)
+        types.voidptr,  # a
         types.intp,  # lda
-        _GEMM_ARRAY,  # b
+        types.voidptr,  # b
         types.intp,  # ldb
-        _GEMM_ARRAY,  # beta
-        _GEMM_ARRAY,  # c
+        types.voidptr,  # beta
+        types.voidptr,  # c
         types.intp,  # ldc
     ),
 )
-_GEMM_KIND = ord("s" if DTYPE == np.float32 else "d")
 _TRANS, _NO_TRANS = ord("T"), ord("N")
-_ONE = np.ones(1, dtype=DTYPE)
-_ZERO = np.zeros(1, dtype=DTYPE)
+_SINGLE, _DOUBLE = ord("s"), ord("d")  # the kinds of sgemm and dgemm
+_ONE_S, _ZERO_S = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
+_ONE_D, _ZERO_D = np.ones(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
+
+
+@numba.njit(cache=True, inline="always")
+def _gemm(transa, transb, m, n, k, a, lda, b, ldb, c, ldc, accumulate):
+    """c = op(a) @ op(b) in BLAS's column-major terms (c += ... if accumulate),
+    in the precision of the arrays: sgemm for float32, dgemm for float64. The
+    kernels are generic in their arrays' dtype, so the self-test can evaluate a
+    float32 module's formulas in float64 (check_gradients)."""
+    if c.itemsize == 4:
+        beta = _ONE_S if accumulate else _ZERO_S
+        _xxgemm(
+            _SINGLE,
+            transa,
+            transb,
+            m,
+            n,
+            k,
+            _ONE_S.ctypes,
+            a.ctypes,
+            lda,
+            b.ctypes,
+            ldb,
+            beta.ctypes,
+            c.ctypes,
+            ldc,
+        )
+    else:
+        beta = _ONE_D if accumulate else _ZERO_D
+        _xxgemm(
+            _DOUBLE,
+            transa,
+            transb,
+            m,
+            n,
+            k,
+            _ONE_D.ctypes,
+            a.ctypes,
+            lda,
+            b.ctypes,
+            ldb,
+            beta.ctypes,
+            c.ctypes,
+            ldc,
+        )

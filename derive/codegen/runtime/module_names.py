@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+SPEC_NAME = "spec"
+GENERATOR_VERSION = "0.0.0"
+#: the versions of derive, SymPy and Numba the module was generated with
+GENERATED_WITH = {"derive": "0.0.0", "sympy": "0.0", "numba": "0.0"}
+FORMULAS: dict[str, str] = {}
 DTYPE: Any = np.float64
 #: per-sample input shape, e.g. (2,) or (1, 8, 8); N_INPUT is its product
 INPUT_SHAPE: tuple[int, ...] = (1,)

@@ -10,6 +10,7 @@ the math was decided when the module was generated.
 # ruff: noqa: I001
 from .module_names import (
     DTYPE,
+    FORMULAS,
     INPUT_SHAPE,
     N_INPUT,
     N_OUTPUT,
@@ -38,6 +39,7 @@ from .module_names import (
 )
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -184,9 +186,9 @@ def _stored(shape, rows, kind="float"):
     return (math.prod(shape), rows) if shape else (rows,)
 
 
-def _allocate(groups, rows, fill=np.empty):
+def _allocate(groups, rows, fill=np.empty, dtype=DTYPE):
     return [
-        fill(_stored(shape, rows, kind), dtype=np.int64 if kind == "int" else DTYPE)
+        fill(_stored(shape, rows, kind), dtype=np.int64 if kind == "int" else dtype)
         for group in groups
         for _, shape, kind in group
     ]
@@ -538,6 +540,13 @@ def fit(
     views = _flat_views(theta)
     kernel_views = [_kernel_view(v) for v in views]
     order = np.arange(n, dtype=np.int64)
+    # what the loop reports when training diverges, and the state at the start
+    # of each epoch, restored if that epoch diverges
+    status = np.zeros(5, dtype=np.int64)
+    saved_theta = np.empty_like(theta)
+    saved_slots = tuple(np.empty_like(b) for b in state["buffers"])
+    saved_state = [np.empty_like(b) for b in state_buffers]
+    diverged = None
     # one epoch per call when something must happen between epochs, else all
     per_call = 1 if (X_val is not None or patience or callback) else epochs
     history = {"loss": [], "lr": []}
@@ -554,15 +563,34 @@ def fit(
         _train(
             *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
             bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, *grads, *work, *state_buffers,
+            clip_norm, hyper, state["step"], totals, status, saved_theta,
+            saved_slots, *grads, *work, *state_buffers, *saved_state,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
+        if status[0]:
+            # epoch first + done + status[1] diverged: say what went non-finite
+            # (at the state it diverged in), then restore the state at its start
+            count = int(status[1])
+            epoch = first + done + count
+            diverged = _divergence(
+                status, epoch, views, X, Y, order, float(lrs[done + count]), clip_norm
+            )
+            theta[...] = saved_theta
+            for slot, saved in zip(state["buffers"], saved_slots, strict=True):
+                slot[...] = saved
+            for b, saved in zip(state_buffers, saved_state, strict=True):
+                b[...] = saved
+            state["step"][0] = status[4]
+            totals = totals[:count]
         for p, trained in zip(params, views, strict=True):
             p[...] = trained
         state["epoch"][0] += count
         history["loss"].append(totals / n)  # chunks, joined at the end
         history["lr"].append(lrs[done : done + count])
         done += count
+        if diverged is not None:
+            warnings.warn(diverged["message"], RuntimeWarning, stacklevel=2)
+            break
         if per_call > 1:
             continue
         epoch = first + done - 1  # counted across calls, like the row orders and lrs
@@ -604,4 +632,124 @@ def fit(
     }
     result["best_epoch"] = best_epoch
     result["stopped_early"] = stopped
+    result["diverged"] = diverged
     return result
+
+
+def _divergence(status, epoch, params, X, Y, order, lr, clip_norm):
+    """What went non-finite first when training diverged, and the likely fixes:
+    {"epoch", "rows" (the batch's rows, or None), "quantity", "message"}."""
+    code, start, rows = int(status[0]), int(status[2]), int(status[3])
+    bad = [name for name, p in zip(_NAMES, params, strict=True)
+           if not np.all(np.isfinite(p))]  # fmt: skip
+    batch = f"the batch of rows {start}..{start + rows - 1} of the epoch's order"
+    if bad:
+        quantity = bad[0]
+        what = (
+            f"{', '.join(bad)} became NaN or infinite in an update of the epoch "
+            "(its gradient, or the step, was too large)"
+        )
+        if code == 1:
+            what += f", and then the loss of {batch}"
+        fixes = [f"a smaller learning rate (lr, now {lr:g})"]
+        if not clip_norm:
+            fixes.append("gradient clipping (clip_norm, e.g. 1.0)")
+        fixes.append(_input_scale(X))
+    else:
+        rows_idx = order[start : start + rows]
+        updated = int(status[4]) > 0 or start > 0  # any update before this batch?
+        quantity, what, fixes = _first_non_finite(
+            params, X[rows_idx], Y[rows_idx], lr if updated else None, clip_norm
+        )
+        what += f" on {batch}"
+    kept = (
+        f"The history of the epochs before it is kept, and the parameters are "
+        f"those at the start of epoch {epoch} (the last finite ones)."
+    )
+    message = (
+        f"training diverged in epoch {epoch}: {what}. Likely fixes: "
+        f"{'; '.join(fixes)}. {kept}"
+    )
+    return {
+        "epoch": epoch,
+        "rows": None if code == 2 else (start, rows),
+        "quantity": quantity,
+        "message": message,
+    }
+
+
+def _input_scale(X):
+    largest = float(np.max(np.abs(X)))
+    note = f"X's largest magnitude is {largest:.3g}"
+    if largest > 10:
+        return f"standardized inputs ({note})"
+    return f"inputs of moderate scale ({note})"
+
+
+def _first_non_finite(params, X, Y, lr, clip_norm):
+    """The batch's training forward at the parameters it diverged at: the first
+    value (in layer order) that is NaN or infinite, and what likely fixes it
+    (lr: the learning rate, or None before any update)."""
+    n = X.shape[0]
+    grads = [np.empty(shape, dtype=DTYPE) for shape in _SHAPES]
+    forward = _buffers(n)
+    training = _allocate([_TRAINING_BUFFERS], n)
+    names = [name for name, _, _ in _TRAINING_BUFFERS]
+    for (name, _, _), mask in zip(_MASKS, _masks(None, n), strict=True):
+        training[names.index(name)] = mask
+    with np.errstate(all="ignore"):
+        total = _gradients(
+            *map(_kernel_view, params), _kernel_input(X), Y, *forward, *training,
+            *_deltas(n), *map(_kernel_view, grads),
+        )  # fmt: skip
+    named = [(b[0], a) for b, a in zip(_FORWARD_BUFFERS, forward, strict=True)]
+    named += [(b[0], a) for b, a in zip(_TRAINING_BUFFERS, training, strict=True)]
+    named.sort(key=lambda item: _layer_of(item[0]))
+    values = dict(named)
+    smaller = []
+    if lr is not None:
+        smaller.append(f"a smaller learning rate (lr, now {lr:g})")
+        if not clip_norm:
+            smaller.append("gradient clipping (clip_norm, e.g. 1.0)")
+    for name, array in named:
+        finite = np.isfinite(array)
+        if np.all(finite):
+            continue
+        count = int(array.size - np.count_nonzero(finite))
+        nan = int(np.count_nonzero(np.isnan(array)))
+        kind = "NaN" if nan == count else "infinite" if not nan else "NaN or infinite"
+        formula = FORMULAS.get(name, name)
+        what = f"{name} is {kind} in {count} of {array.size} values ({formula})"
+        source = "z" + name[1:] if name.startswith("a") else None
+        if source in values and np.all(np.isfinite(values[source])):
+            z = values[source]
+            what += f", where {source} lies in [{z.min():.3g}, {z.max():.3g}]"
+            fixes = [
+                "an activation defined and finite for every real input (this one "
+                f"is not for some {source} in that range; the spec validator names "
+                "its domain)",
+                *smaller,
+            ]
+        else:
+            if nan < count:
+                what += ": values grew past the floating-point range"
+            fixes = [*smaller, _input_scale(X)]
+        return name, what, fixes
+    largest = float(np.max(np.abs(_outputs(forward))))
+    if math.isinf(total):
+        what = (
+            f"the loss overflowed at outputs as large as {largest:.3g} "
+            f"({FORMULAS['loss']})"
+        )
+        return "loss", what, [*smaller, _input_scale(X)]
+    what = (
+        f"the loss is NaN at finite outputs ({FORMULAS['loss']}): the targets or "
+        "outputs are outside the loss's domain"
+    )
+    return "loss", what, ["targets the loss accepts", *smaller]
+
+
+def _layer_of(name):
+    """A buffer's layer (z2, xhat3, ...: the trailing number); lse_rows last."""
+    digits = name[len(name.rstrip("0123456789")) :]
+    return int(digits) if digits else 10**9
