@@ -261,6 +261,52 @@ def test_optimizer_follows_published_rule(key):
     assert int(state["epoch"][0]) == EPOCHS
 
 
+def test_adam_next_to_norm_layers_named_beta1_and_beta2():
+    """Layer norm as layer 1 and batch norm as layer 2 have parameters beta1 and
+    beta2, the names Adam's betas once had in the training loop (which then
+    read a float where it indexed an array): fit still follows the rule."""
+    spec = derive.spec_from_dict(
+        {
+            "name": "adam_norms",
+            "input": 3,
+            "layers": [
+                {"kind": "layer_norm"},
+                {"kind": "batch_norm"},
+                {"units": 2, "activation": "identity"},
+            ],
+            "loss": {"name": "mse"},
+            "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.8, 0.9]},
+        }
+    )
+    module = derive.build(spec)
+    X, Y = data(module, rows=12)
+    params = module.init_params(1)
+    start = copy(params)
+    module.fit(params, X, Y, epochs=3, batch_size=4, shuffle=False,
+               buffers=module.init_buffers())  # fmt: skip
+    hyper = dict(spec.optimizer.hyper, name="adam")
+    want, _, _ = reference_fit(module, start, X, Y, hyper, epochs=3, batch_size=4,
+                               lrs=[0.01] * 3)  # fmt: skip
+    assert_moved(start, want)
+    assert_params_close(params, want, what="adam next to beta1, beta2")
+
+
+def test_optimizer_locals_do_not_look_like_layer_tensors():
+    """Layer tensors are named by a name and their layer number (W2, beta2,
+    grad_b3): no hyper-parameter or slot an optimizer unpacks in the training
+    loop is named so (beta_1 is not)."""
+    import re
+
+    from derive.codegen.render import templates_dir
+
+    for path in sorted((templates_dir() / "optimizers").glob("*.jinja")):
+        unpack = path.read_text().split("{% macro unpack() %}")[1].split("{% endmacro")[0]
+        names = re.findall(r"^(\w+) =", unpack, re.M)
+        assert names, path
+        clashing = [n for n in names if re.fullmatch(r"\w*[A-Za-z]\d+", n)]
+        assert not clashing, (path.name, clashing)
+
+
 @pytest.mark.parametrize(
     ("key", "schedule", "options"),
     [
