@@ -50,11 +50,24 @@ class Network:
     ``target_names_`` (set by ``derive fit`` from a CSV header, else None).
     """
 
-    def __init__(self, spec: Spec | Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: Spec | Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        classes: Any = None,
+    ) -> None:
+        """A fresh network of ``spec`` (a Spec or its dict form).
+
+        ``seed`` seeds the initial parameters (default: the spec's training
+        seed). ``classes`` fixes the class labels of a classifier, one per
+        class in the order of the output units (otherwise the first ``fit``
+        learns them from its labels).
+        """
         self.spec = spec if isinstance(spec, Spec) else spec_from_dict(spec)
         self.module: ModuleType = build(self.spec)
         self.params: list[np.ndarray] = self.module.init_params(
-            seed=self.spec.training.seed
+            seed=self.spec.training.seed if seed is None else seed
         )
         self.state: dict[str, Any] = self.module.init_state(self.params)
         #: module state that training updates and evaluation reads: batch norm's
@@ -69,6 +82,48 @@ class Network:
             None if self.task == "regression" else np.arange(self._n_classes)
         )
         self._classes_learned = False
+        if classes is not None:
+            self._set_classes(classes)
+
+    def _set_classes(self, classes: Any) -> None:
+        if self._classes is None:
+            raise DataError(
+                f"classes: spec '{self.spec.name}' is a regression network; "
+                "leave classes out"
+            )
+        labels = np.asarray(classes)
+        if labels.ndim != 1 or len(labels) != self._n_classes:
+            raise DataError(
+                f"classes must list {self._n_classes} labels (one per class of "
+                f"the output layer), got {labels.shape[0] if labels.ndim else 0}"
+            )
+        if len(_unique(labels)) != len(labels):
+            raise DataError("classes must be distinct labels")
+        self._classes, self._classes_learned = labels, True
+
+    # -------------------------------------------------------------- pickling
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the generated module, which unpickling rebuilds (or
+        re-imports from the module cache) from the spec's TOML text."""
+        state = self.__dict__.copy()
+        del state["module"]
+        state["spec"] = self.spec.to_toml()
+        state["spec_hash"] = self.spec.hash
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        spec = parse_spec(state.pop("spec"), "pickled Network (stored spec)")
+        expected = state.pop("spec_hash")
+        if spec.hash != expected:
+            raise DeriveError(
+                f"a pickled Network of spec '{spec.name}' is damaged: its spec "
+                f"hashes to {spec.hash}, not the stored {expected}"
+            )
+        self.__dict__.update(state)
+        self.spec = spec
+        self.module = build(spec)
 
     @classmethod
     def from_spec(cls, path: str | os.PathLike[str]) -> Network:

@@ -300,7 +300,9 @@ def test_optimizer_locals_do_not_look_like_layer_tensors():
     from derive.codegen.render import templates_dir
 
     for path in sorted((templates_dir() / "optimizers").glob("*.jinja")):
-        unpack = path.read_text().split("{% macro unpack() %}")[1].split("{% endmacro")[0]
+        unpack = (
+            path.read_text().split("{% macro unpack() %}")[1].split("{% endmacro")[0]
+        )
         names = re.findall(r"^(\w+) =", unpack, re.M)
         assert names, path
         clashing = [n for n in names if re.fullmatch(r"\w*[A-Za-z]\d+", n)]
