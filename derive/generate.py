@@ -103,7 +103,7 @@ def generator_fingerprint() -> str:
         f
         for f in sorted(package.rglob("*.py"))
         if not (f.parent == package and f.name in _RUNTIME_SIDE)
-        and "present" not in f.relative_to(package).parts
+        and not {"present", "interop"} & set(f.relative_to(package).parts)
     ]
     templates = templates_dir()
     files += sorted(templates.rglob("*.jinja"))

@@ -551,6 +551,47 @@ class Network:
         if "target_names" in arrays:
             self.target_names_ = tuple(str(n) for n in arrays["target_names"])
 
+    # ------------------------------------------------------------ ecosystems
+
+    def to_torch(self, *, optimizer: bool = False, lr: float | None = None) -> Any:
+        """The network as a ``torch.nn.Sequential`` (a ``ResidualSequential`` with
+        residual connections) in evaluation mode, with the same layers, weights
+        and running statistics, taking torch's input layouts ((n, features),
+        (n, C, L), (n, C, H, W)). With ``optimizer=True``, ``(module, optimizer)``:
+        the ``torch.optim`` optimizer holds this network's optimizer state, so k
+        more steps in torch are k more steps here; ``lr`` is its learning rate
+        (default: the last epoch's). Needs the ``torch`` extra."""
+        return _interop("torch_io", "torch").to_torch(self, optimizer=optimizer, lr=lr)
+
+    @classmethod
+    def from_torch(
+        cls,
+        module: Any,
+        spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
+        optimizer: Any = None,
+    ) -> Network:
+        """A network of ``spec`` with the weights and running statistics of a
+        torch module (its Linear, Conv, BatchNorm and LayerNorm layers in order,
+        one per dense, conv, batch_norm and layer_norm layer of the spec), and
+        the state of ``optimizer`` (a torch.optim optimizer over the module's
+        parameters) if given. Needs the ``torch`` extra."""
+        return _interop("torch_io", "torch").from_torch(module, spec, optimizer)
+
+
+def _interop(name: str, extra: str) -> ModuleType:
+    """An exporter module, imported on first use (its library is optional)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"derive.interop.{name}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("torch", "onnx", "onnxruntime"):
+            raise
+        raise DeriveError(
+            f"this needs {exc.name}, which is not installed; "
+            f"install it with: pip install 'derive[{extra}]'"
+        ) from None
+
 
 # ------------------------------------------------------------------ helpers
 

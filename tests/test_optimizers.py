@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import pytest
-from corpus import make_spec
+from corpus import ADAM_NORMS, make_spec
 
 import derive
 from derive.optimizers import OPTIMIZERS
@@ -265,19 +265,7 @@ def test_adam_next_to_norm_layers_named_beta1_and_beta2():
     """Layer norm as layer 1 and batch norm as layer 2 have parameters beta1 and
     beta2, the names Adam's betas once had in the training loop (which then
     read a float where it indexed an array): fit still follows the rule."""
-    spec = derive.spec_from_dict(
-        {
-            "name": "adam_norms",
-            "input": 3,
-            "layers": [
-                {"kind": "layer_norm"},
-                {"kind": "batch_norm"},
-                {"units": 2, "activation": "identity"},
-            ],
-            "loss": {"name": "mse"},
-            "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.8, 0.9]},
-        }
-    )
+    spec = derive.spec_from_dict(ADAM_NORMS)
     module = derive.build(spec)
     X, Y = data(module, rows=12)
     params = module.init_params(1)
