@@ -577,6 +577,21 @@ class Network:
         parameters) if given. Needs the ``torch`` extra."""
         return _interop("torch_io", "torch").from_torch(module, spec, optimizer)
 
+    def to_onnx(self, path: str | os.PathLike[str]) -> Path:
+        """Write the network as a float32 ONNX model (pinned opset, checked with
+        ``onnx.checker.check_model(full_check=True)``), atomically: input ``X``
+        (N, *input shape), output ``Y`` (N, outputs) as ``outputs``, in evaluation
+        mode. Refuses (DeriveError) what ONNX cannot express. Needs the ``onnx``
+        extra. Returns the path."""
+        return _interop("onnx_io", "onnx").to_onnx(self, path)
+
+    def to_python(self, path: str | os.PathLike[str]) -> Path:
+        """Write a frozen inference module of this trained network to ``path``,
+        atomically: one file needing only numpy and numba, the weights embedded,
+        with ``predict(X)``, ``predict_proba(X)`` (classifiers) and ``outputs(X)``
+        giving the same numbers as this network's. Returns the path."""
+        return _interop("python_export", "python").export_python(self, path)
+
 
 def _interop(name: str, extra: str) -> ModuleType:
     """An exporter module, imported on first use (its library is optional)."""

@@ -551,7 +551,9 @@ def derive(spec: Spec) -> Derivation:
             op = spec.activation_def(idx)
             ref = layer.activation
             # a user expression's constants are in its forward already
-            act = derive_activation(op, ref.label, ref.params if ref.expr is None else ())
+            act = derive_activation(
+                op, ref.label, ref.params if ref.expr is None else ()
+            )
         windows = im2col(kind)
         layers.append(
             LayerInfo(
