@@ -438,9 +438,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     output = args.output or Path(default)
     suffix = ".onnx" if args.format == "onnx" else ".py"
     if output.suffix != suffix:
+        what = "an ONNX" if args.format == "onnx" else "a Python"
         raise DeriveError(
-            f"-o {output}: a {args.format} export is a {suffix} file; give a "
-            f"name ending in {suffix}"
+            f"-o {output}: {what} export is a {suffix} file; give a name ending "
+            f"in {suffix}"
         )
     _check_outputs([output], force=args.force)
     if args.format == "onnx":
