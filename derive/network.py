@@ -36,6 +36,8 @@ from .spec import Spec, load_spec, parse_spec, spec_from_dict
 #: Marks an .npz written by Network.save (bumped if the layout changes).
 MODEL_FORMAT = "derive-network-1"
 _HISTORY_KEYS = ("loss", "lr", "val_loss", "val_accuracy")
+_TASKS = {"binary": "binary classifier", "multiclass": "multiclass classifier",
+          "regression": "regression"}  # fmt: skip
 
 
 class Network:
@@ -178,6 +180,68 @@ class Network:
         return (
             f"Network('{self.spec.name}', {arch}, {self.task}, "
             f"epochs_done={self.epochs_done})"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the architecture (one row per layer: kind, output
+        shape, activation, parameters) and, once trained, the last epochs' losses."""
+        from html import escape
+
+        from .interop import network_layers
+
+        spec = self.spec
+        layers = network_layers(self)
+        n_params = sum(p.size for p in self.params)
+        optimizer = spec.optimizer
+        head = (
+            f"<strong>Network '{escape(spec.name)}'</strong>: {_TASKS[self.task]}, "
+            f"{escape(spec.dtype)}, {escape(spec.loss.label)}, "
+            f"{escape(optimizer.name)} (lr {optimizer.lr:g}), {n_params} parameters"
+        )
+        rows = [
+            "<tr><td>0</td><td>input</td>"
+            f"<td>{'x'.join(map(str, spec.input_shape))}</td><td></td><td></td></tr>"
+        ]
+        for info in layers:
+            act = info.layer.activation
+            label = escape(info.layer.label)
+            if info.layer.residual is not None:
+                label += f" + output of layer {info.layer.residual}"
+            count = sum(p.size for p in info.params.values())
+            rows.append(
+                f"<tr><td>{info.index}</td><td>{label}</td>"
+                f"<td>{'x'.join(map(str, info.out_shape))}</td>"
+                f"<td>{escape(act.label) if act is not None else ''}</td>"
+                f"<td>{count or ''}</td></tr>"
+            )
+        table = (
+            "<table><thead><tr><th>#</th><th>layer</th><th>output</th>"
+            "<th>activation</th><th>parameters</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+        return f'<div class="derive-network"><p>{head}</p>{table}{self._losses_html()}</div>'
+
+    def _losses_html(self) -> str:
+        """The last five epochs' losses (and validation) as a table."""
+        losses = self.history_.get("loss")
+        if losses is None or not len(losses):
+            return "<p>Not trained yet: <code>fit(X, y)</code> trains it.</p>"
+        keys = [k for k in _HISTORY_KEYS if k in self.history_ and k != "lr"]
+        first = max(0, len(losses) - 5)
+        head = "".join(f"<th>{k}</th>" for k in ["epoch", *keys])
+        body = "".join(
+            f"<tr><td>{e}</td>"
+            + "".join(f"<td>{self.history_[k][e]:.6g}</td>" for k in keys)
+            + "</tr>"
+            for e in range(first, len(losses))
+        )
+        note = f"Trained {self.epochs_done} epochs"
+        if self.stopped_early_:
+            note += f", stopped early (best epoch {self.best_epoch_} of the last fit)"
+        return (
+            f"<p>{note}; the last losses:</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
         )
 
     # --------------------------------------------------------------- training
