@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -327,7 +327,7 @@ class _NetworkEstimator(BaseEstimator):
             self, X, reset=False, dtype=np.dtype(self.network_.spec.dtype)
         )
 
-    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False  # bit-reproducible from random_state
         return tags
@@ -518,7 +518,7 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
         out = self.network_.outputs(X).astype(np.float64)
         return out[:, 0] if self._y_ndim == 1 else out
 
-    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags

@@ -240,11 +240,10 @@ def _optimizer(
     hyper["lr"] = float(lr)
     name = spec.optimizer.name
     cls = getattr(torch.optim, _OPTIMIZERS[name])
-    kwargs = {k: v for k, v in hyper.items()}
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
+    if "betas" in hyper:
+        hyper["betas"] = tuple(hyper["betas"])
     params = list(model.parameters())
-    opt = cls(params, **kwargs)
+    opt = cls(params, **hyper)
     step = int(network.state["step"][0])
     if step == 0:
         return opt
@@ -268,7 +267,6 @@ def _optimizer(
             if hyper["momentum"] > 0:
                 state["momentum_buffer"] = views[1]
         opt.state[p] = state
-    assert offset == slots[0].size if slots else True
     return opt
 
 
