@@ -1,5 +1,5 @@
-"""The ``derive`` command line: explain, generate, fit, predict, demo (and check,
-diff, report: :mod:`derive.cli_trust`).
+"""The ``derive`` command line: explain, generate, fit, predict, export, demo (and
+check, diff, report: :mod:`derive.cli_trust`).
 
 Bad input (a spec, a path, a data file, an argument) is one clear message on
 stderr and exit code 2, never a traceback; ``generate --check`` exits 1 when a
@@ -138,6 +138,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="target column(s), if present (default: by name)")
     p.add_argument("--out", type=Path, help="CSV of predictions (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+    p = sub.add_parser(
+        "export",
+        help="export a model from `derive fit`: an ONNX model, or a frozen Python "
+        "module (numpy + numba, weights embedded)",
+    )
+    p.add_argument("model", type=Path, help="model file (.npz from `derive fit`)")
+    p.add_argument("--format", choices=["onnx", "python"], required=True)
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file (default: NAME.onnx, or predict_NAME.py)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     p = sub.add_parser(
         "demo", help="train the two-circles classifier and draw its decision boundary"
@@ -441,6 +456,43 @@ def _predictions_csv(network: Network, X: np.ndarray) -> str:
     return buffer.getvalue()
 
 
+# --------------------------------------------------------------------- export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .network import Network
+
+    network = Network.load(args.model)
+    name = network.spec.name
+    default = f"{name}.onnx" if args.format == "onnx" else f"predict_{name}.py"
+    output = args.output or Path(default)
+    suffix = ".onnx" if args.format == "onnx" else ".py"
+    if output.suffix != suffix:
+        what = "an ONNX" if args.format == "onnx" else "a Python"
+        raise DeriveError(
+            f"-o {output}: {what} export is a {suffix} file; give a name ending "
+            f"in {suffix}"
+        )
+    _check_outputs([output], force=args.force)
+    if args.format == "onnx":
+        from .interop.onnx_io import IR_VERSION, OPSET
+
+        network.to_onnx(output)
+        shape = ", ".join(str(s) for s in network.spec.input_shape)
+        print(
+            f"wrote {output} (ONNX opset {OPSET}, IR version {IR_VERSION}, float32): "
+            f"input X (N, {shape}), output Y (N, {network.n_outputs})"
+        )
+    else:
+        network.to_python(output)
+        print(
+            f"wrote {output}: predict(X), outputs(X)"
+            + (", predict_proba(X)" if network.is_classifier else "")
+            + "; needs only numpy and numba"
+        )
+    return 0
+
+
 # ----------------------------------------------------------------------- demo
 
 
@@ -611,6 +663,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "generate": _cmd_generate,
         "fit": _cmd_fit,
         "predict": _cmd_predict,
+        "export": _cmd_export,
         "demo": _cmd_demo,
         **_TRUST_HANDLERS,
     }

@@ -122,12 +122,13 @@ def cache_dir() -> Path:
 
 
 #: The files whose code decides what a spec generates: everything of derive but
-#: the runtime side (cli, network, data, plots, datasets, the explanations), so
+#: the runtime side (cli, network, data, plots, datasets, the scikit-learn
+#: estimators, the explanations and the exporters), so
 #: editing that keeps the compiled modules, while a new generator file is never
 #: missed. The templates count too.
 _RUNTIME_SIDE = {
     "__init__.py", "__main__.py", "cli.py", "network.py", "data.py", "plots.py",
-    "datasets.py", "cli_trust.py",
+    "datasets.py", "cli_trust.py", "sklearn.py",
 }  # fmt: skip
 
 
@@ -141,7 +142,7 @@ def generator_fingerprint() -> str:
         f
         for f in sorted(package.rglob("*.py"))
         if not (f.parent == package and f.name in _RUNTIME_SIDE)
-        and "present" not in f.relative_to(package).parts
+        and not {"present", "interop"} & set(f.relative_to(package).parts)
     ]
     templates = templates_dir()
     files += sorted(templates.rglob("*.jinja"))

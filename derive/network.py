@@ -37,6 +37,8 @@ from .spec import Spec, load_spec, parse_spec, spec_from_dict
 #: Marks an .npz written by Network.save (bumped if the layout changes).
 MODEL_FORMAT = "derive-network-1"
 _HISTORY_KEYS = ("loss", "lr", "val_loss", "val_accuracy")
+_TASKS = {"binary": "binary classifier", "multiclass": "multiclass classifier",
+          "regression": "regression"}  # fmt: skip
 
 
 class Network:
@@ -51,11 +53,24 @@ class Network:
     ``target_names_`` (set by ``derive fit`` from a CSV header, else None).
     """
 
-    def __init__(self, spec: Spec | Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: Spec | Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        classes: Any = None,
+    ) -> None:
+        """A fresh network of ``spec`` (a Spec or its dict form).
+
+        ``seed`` seeds the initial parameters (default: the spec's training
+        seed). ``classes`` fixes the class labels of a classifier, one per
+        class in the order of the output units (otherwise the first ``fit``
+        learns them from its labels).
+        """
         self.spec = spec if isinstance(spec, Spec) else spec_from_dict(spec)
         self.module: ModuleType = build(self.spec)
         self.params: list[np.ndarray] = self.module.init_params(
-            seed=self.spec.training.seed
+            seed=self.spec.training.seed if seed is None else seed
         )
         self.state: dict[str, Any] = self.module.init_state(self.params)
         #: module state that training updates and evaluation reads: batch norm's
@@ -72,6 +87,48 @@ class Network:
             None if self.task == "regression" else np.arange(self._n_classes)
         )
         self._classes_learned = False
+        if classes is not None:
+            self._set_classes(classes)
+
+    def _set_classes(self, classes: Any) -> None:
+        if self._classes is None:
+            raise DataError(
+                f"classes: spec '{self.spec.name}' is a regression network; "
+                "leave classes out"
+            )
+        labels = np.asarray(classes)
+        if labels.ndim != 1 or len(labels) != self._n_classes:
+            raise DataError(
+                f"classes must list {self._n_classes} labels (one per class of "
+                f"the output layer), got {labels.shape[0] if labels.ndim else 0}"
+            )
+        if len(_unique(labels)) != len(labels):
+            raise DataError("classes must be distinct labels")
+        self._classes, self._classes_learned = labels, True
+
+    # -------------------------------------------------------------- pickling
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the generated module, which unpickling rebuilds (or
+        re-imports from the module cache) from the spec's TOML text."""
+        state = self.__dict__.copy()
+        del state["module"]
+        state["spec"] = self.spec.to_toml()
+        state["spec_hash"] = self.spec.hash
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        spec = parse_spec(state.pop("spec"), "pickled Network (stored spec)")
+        expected = state.pop("spec_hash")
+        if spec.hash != expected:
+            raise DeriveError(
+                f"a pickled Network of spec '{spec.name}' is damaged: its spec "
+                f"hashes to {spec.hash}, not the stored {expected}"
+            )
+        self.__dict__.update(state)
+        self.spec = spec
+        self.module = build(spec)
 
     @classmethod
     def from_spec(cls, path: str | os.PathLike[str]) -> Network:
@@ -126,6 +183,68 @@ class Network:
         return (
             f"Network('{self.spec.name}', {arch}, {self.task}, "
             f"epochs_done={self.epochs_done})"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the architecture (one row per layer: kind, output
+        shape, activation, parameters) and, once trained, the last epochs' losses."""
+        from html import escape
+
+        from .interop import network_layers
+
+        spec = self.spec
+        layers = network_layers(self)
+        n_params = sum(p.size for p in self.params)
+        optimizer = spec.optimizer
+        head = (
+            f"<strong>Network '{escape(spec.name)}'</strong>: {_TASKS[self.task]}, "
+            f"{escape(spec.dtype)}, {escape(spec.loss.label)}, "
+            f"{escape(optimizer.name)} (lr {optimizer.lr:g}), {n_params} parameters"
+        )
+        rows = [
+            "<tr><td>0</td><td>input</td>"
+            f"<td>{'x'.join(map(str, spec.input_shape))}</td><td></td><td></td></tr>"
+        ]
+        for info in layers:
+            act = info.layer.activation
+            label = escape(info.layer.label)
+            if info.layer.residual is not None:
+                label += f" + output of layer {info.layer.residual}"
+            count = sum(p.size for p in info.params.values())
+            rows.append(
+                f"<tr><td>{info.index}</td><td>{label}</td>"
+                f"<td>{'x'.join(map(str, info.out_shape))}</td>"
+                f"<td>{escape(act.label) if act is not None else ''}</td>"
+                f"<td>{count or ''}</td></tr>"
+            )
+        table = (
+            "<table><thead><tr><th>#</th><th>layer</th><th>output</th>"
+            "<th>activation</th><th>parameters</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+        return f'<div class="derive-network"><p>{head}</p>{table}{self._losses_html()}</div>'
+
+    def _losses_html(self) -> str:
+        """The last five epochs' losses (and validation) as a table."""
+        losses = self.history_.get("loss")
+        if losses is None or not len(losses):
+            return "<p>Not trained yet: <code>fit(X, y)</code> trains it.</p>"
+        keys = [k for k in _HISTORY_KEYS if k in self.history_ and k != "lr"]
+        first = max(0, len(losses) - 5)
+        head = "".join(f"<th>{k}</th>" for k in ["epoch", *keys])
+        body = "".join(
+            f"<tr><td>{e}</td>"
+            + "".join(f"<td>{self.history_[k][e]:.6g}</td>" for k in keys)
+            + "</tr>"
+            for e in range(first, len(losses))
+        )
+        note = f"Trained {self.epochs_done} epochs"
+        if self.stopped_early_:
+            note += f", stopped early (best epoch {self.best_epoch_} of the last fit)"
+        return (
+            f"<p>{note}; the last losses:</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
         )
 
     # --------------------------------------------------------------- training
@@ -504,6 +623,62 @@ class Network:
             self.feature_names_in_ = tuple(str(n) for n in arrays["feature_names"])
         if "target_names" in arrays:
             self.target_names_ = tuple(str(n) for n in arrays["target_names"])
+
+    # ------------------------------------------------------------ ecosystems
+
+    def to_torch(self, *, optimizer: bool = False, lr: float | None = None) -> Any:
+        """The network as a ``torch.nn.Sequential`` (a ``ResidualSequential`` with
+        residual connections) in evaluation mode, with the same layers, weights
+        and running statistics, taking torch's input layouts ((n, features),
+        (n, C, L), (n, C, H, W)). With ``optimizer=True``, ``(module, optimizer)``:
+        the ``torch.optim`` optimizer holds this network's optimizer state, so k
+        more steps in torch are k more steps here; ``lr`` is its learning rate
+        (default: the last epoch's). Needs the ``torch`` extra."""
+        return _interop("torch_io", "torch").to_torch(self, optimizer=optimizer, lr=lr)
+
+    @classmethod
+    def from_torch(
+        cls,
+        module: Any,
+        spec: Spec | Mapping[str, Any] | str | os.PathLike[str],
+        optimizer: Any = None,
+    ) -> Network:
+        """A network of ``spec`` with the weights and running statistics of a
+        torch module (its Linear, Conv, BatchNorm and LayerNorm layers in order,
+        one per dense, conv, batch_norm and layer_norm layer of the spec), and
+        the state of ``optimizer`` (a torch.optim optimizer over the module's
+        parameters) if given. Needs the ``torch`` extra."""
+        return _interop("torch_io", "torch").from_torch(module, spec, optimizer)
+
+    def to_onnx(self, path: str | os.PathLike[str]) -> Path:
+        """Write the network as a float32 ONNX model (pinned opset, checked with
+        ``onnx.checker.check_model(full_check=True)``), atomically: input ``X``
+        (N, *input shape), output ``Y`` (N, outputs) as ``outputs``, in evaluation
+        mode. Refuses (DeriveError) what ONNX cannot express. Needs the ``onnx``
+        extra. Returns the path."""
+        return _interop("onnx_io", "onnx").to_onnx(self, path)
+
+    def to_python(self, path: str | os.PathLike[str]) -> Path:
+        """Write a frozen inference module of this trained network to ``path``,
+        atomically: one file needing only numpy and numba, the weights embedded,
+        with ``predict(X)``, ``predict_proba(X)`` (classifiers) and ``outputs(X)``
+        giving the same numbers as this network's. Returns the path."""
+        return _interop("python_export", "python").export_python(self, path)
+
+
+def _interop(name: str, extra: str) -> ModuleType:
+    """An exporter module, imported on first use (its library is optional)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"derive.interop.{name}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("torch", "onnx", "onnxruntime"):
+            raise
+        raise DeriveError(
+            f"this needs {exc.name}, which is not installed; "
+            f"install it with: pip install 'derive[{extra}]'"
+        ) from None
 
 
 # ------------------------------------------------------------------ helpers

@@ -637,14 +637,14 @@ def _train(
     # smaller last batch fills its first columns and zeroes the rest
     cols = YT.shape[1]
     # hyper-parameters in the module's dtype, so the update loop stays in it
-    adam_beta1 = np.float32(hyper[0])
-    adam_beta2 = np.float32(hyper[1])
-    keep1 = np.float32(1.0 - hyper[0])  # 1 - beta1
-    keep2 = np.float32(1.0 - hyper[1])  # 1 - beta2
+    beta_1 = np.float32(hyper[0])
+    beta_2 = np.float32(hyper[1])
+    keep_1 = np.float32(1.0 - hyper[0])  # 1 - beta_1
+    keep_2 = np.float32(1.0 - hyper[1])  # 1 - beta_2
     eps = np.float32(hyper[2])
     weight_decay = np.float32(hyper[3])
-    moment1 = slots[0]
-    moment2 = slots[1]
+    moment_1 = slots[0]
+    moment_2 = slots[1]
 
     for epoch in range(lrs.shape[0]):
         epoch_index = first_epoch + epoch
@@ -814,15 +814,15 @@ def _train(
             step[0] += 1
             t = step[0]  # the step number, from 1
             # torch.optim.Adam: g = grad + weight_decay * p, bias-corrected:
-            # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+            # p -= lr / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + eps)
             step_size = np.float32(lr / (1.0 - hyper[0] ** float(t)))
             bias2_sqrt = np.float32(math.sqrt(1.0 - hyper[1] ** float(t)))
             for k in range(theta.size):
                 g = grad[k] + weight_decay * theta[k]
-                first = adam_beta1 * moment1[k] + keep1 * g
-                second = adam_beta2 * moment2[k] + keep2 * g * g
-                moment1[k] = first
-                moment2[k] = second
+                first = beta_1 * moment_1[k] + keep_1 * g
+                second = beta_2 * moment_2[k] + keep_2 * g * g
+                moment_1[k] = first
+                moment_2[k] = second
                 theta[k] -= step_size * first / (math.sqrt(second) / bias2_sqrt + eps)
 
         totals[epoch] = total

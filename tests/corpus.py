@@ -181,6 +181,21 @@ TRAINING_CORPUS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Layer norm as layer 1 and batch norm as layer 2 (parameters gamma1, beta1,
+#: gamma2, beta2) trained with Adam: the optimizer and torch round-trip tests.
+ADAM_NORMS: dict[str, Any] = {
+    "name": "adam_norms",
+    "input": 3,
+    "layers": [
+        {"kind": "layer_norm"},
+        {"kind": "batch_norm"},
+        {"units": 2, "activation": "identity"},
+    ],
+    "loss": {"name": "mse"},
+    "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.8, 0.9]},
+}
+
+
 def _label(x: Any) -> str:
     if isinstance(x, str):
         return x

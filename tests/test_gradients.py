@@ -68,6 +68,23 @@ def test_worst_fd_error_report():
     assert WORST[name] < FD_TOLERANCE
 
 
+def test_user_activation_with_named_constants():
+    """{ expr = "...", k = ... }: the constants are part of the expression (they
+    were once passed to it again as keyword arguments, and deriving failed)."""
+    spec = make_spec(
+        "expr_constants", [2, 3, 1],
+        [{"expr": "x*tanh(k*x) + c", "k": 0.5, "c": -0.25}, "identity"], "mse",
+    )  # fmt: skip
+    module = derive.build(spec)
+    params = module.init_params(0)
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    W1, b1, W2, b2 = params
+    z = X @ W1.T + b1
+    expected = (z * np.tanh(0.5 * z) - 0.25) @ W2.T + b2
+    np.testing.assert_allclose(module.predict(params, X), expected, rtol=1e-13)
+    assert _check_fd(module, seed=1) < FD_TOLERANCE
+
+
 @st.composite
 def architectures(draw):
     depth = draw(st.integers(1, 4))

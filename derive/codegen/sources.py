@@ -41,10 +41,28 @@ def blas_source() -> str:
     return _included("blas.py")
 
 
-@functools.lru_cache(maxsize=8)
-def helper_source(name: str) -> str:
-    """One helper function from runtime/helpers.py, decorator included."""
-    path = RUNTIME / "helpers.py"
+def frozen_source() -> str:
+    """The runtime half of a frozen inference module (public API)."""
+    return _included("frozen.py")
+
+
+#: What a frozen inference module takes from runtime.py: checking and shaping
+#: the inputs, the forward's work buffers, running the forward kernel.
+FROZEN_FROM_RUNTIME = (
+    "_numeric", "_finite_rows", "_as_inputs", "_kernel_input", "_stored",
+    "_allocate", "_kernel_view", "_buffers", "_run_forward", "_outputs",
+)  # fmt: skip
+
+
+def runtime_functions(names: tuple[str, ...] = FROZEN_FROM_RUNTIME) -> str:
+    """Functions of runtime/runtime.py by name, each whole, in the given order."""
+    return "\n\n\n".join(function_source(name, "runtime.py") for name in names)
+
+
+@functools.lru_cache(maxsize=64)
+def function_source(name: str, file: str = "helpers.py") -> str:
+    """One function of a runtime file, decorator included."""
+    path = RUNTIME / file
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     for node in ast.parse(text).body:
@@ -52,4 +70,9 @@ def helper_source(name: str) -> str:
             start = min([d.lineno for d in node.decorator_list] + [node.lineno])
             assert node.end_lineno is not None
             return "\n".join(lines[start - 1 : node.end_lineno])
-    raise KeyError(f"no helper {name} in {path}")
+    raise KeyError(f"no function {name} in {path}")
+
+
+def helper_source(name: str) -> str:
+    """One helper function from runtime/helpers.py, decorator included."""
+    return function_source(name, "helpers.py")

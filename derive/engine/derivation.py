@@ -569,7 +569,11 @@ def derive(spec: Spec) -> Derivation:
         act = None
         if layer.activation is not None:
             op = spec.activation_def(idx)
-            act = derive_activation(op, layer.activation.label, layer.activation.params)
+            ref = layer.activation
+            # a user expression's constants are in its forward already
+            act = derive_activation(
+                op, ref.label, ref.params if ref.expr is None else ()
+            )
         windows = im2col(kind)
         layers.append(
             LayerInfo(

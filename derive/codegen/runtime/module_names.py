@@ -68,3 +68,20 @@ def _train(*args: Any) -> None: ...
 
 
 def _epoch_order(seed: int, epoch_index: int, order: np.ndarray) -> None: ...
+
+
+# The names a frozen inference module (runtime/frozen.py) defines before its
+# runtime part: the embedded weights and running statistics as (shape, base64)
+# pairs, the class labels, and the input helpers it takes from runtime.py.
+_WEIGHTS: tuple[tuple[tuple[int, ...], str], ...] = ()
+_RUNNING: tuple[tuple[tuple[int, ...], str], ...] = ()
+CLASSES: Any = None
+
+
+def _as_inputs(name: str, values: Any) -> Any: ...
+
+
+def _run_forward(params: Any, X: Any, state: Any) -> Any: ...
+
+
+def _outputs(buffers: Any) -> Any: ...
