@@ -236,8 +236,7 @@ class Spec:
     @property
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the canonical form."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(self.to_dict())
 
     @property
     def architecture_hash(self) -> str:
@@ -253,8 +252,7 @@ class Spec:
             "loss": d["loss"],
             "optimizer": d["optimizer"]["name"],
         }
-        canonical = json.dumps(kernel_part, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(kernel_part)
 
     def activation_def(self, index: int) -> Activation:
         """The op definition of layer ``index``'s activation (0-based)."""
@@ -265,6 +263,12 @@ class Spec:
 
     def loss_def(self) -> Loss:
         return resolve_loss(self.loss)
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    """16 hex digits of SHA-256 over canonical JSON of plain data."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _layer_shapes(

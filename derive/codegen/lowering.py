@@ -135,6 +135,7 @@ class CodeModel:
     train_forward_code: str  # _train's training forward (fast-math copies, float32)
     train_backward_code: str  # _train's backward
     layer_functions: tuple[str, ...]  # blocks that several layers share, outlined
+    train_layer_functions: tuple[str, ...]  # their fast-math copies for _train
     gather_code: str  # _train: a batch's rows into XT and YT
     helpers: tuple[str, ...]  # helper function sources
     blas: str  # the gemm declaration, if some product calls BLAS
@@ -168,8 +169,12 @@ OUTLINE_MIN_LAYERS = 2
 FAST_MATH_FLAGS = ("arcp", "contract", "nsz", "reassoc")
 
 
+#: numba.njit options of every kernel (the training loop adds fast-math in float32)
+JIT_OPTIONS = 'cache=True, error_model="numpy"'
+
+
 def _train_jit_options(dtype: str) -> str:
-    options = 'cache=True, error_model="numpy"'
+    options = JIT_OPTIONS
     if dtype == "float32":
         flags = ", ".join(f'"{flag}"' for flag in FAST_MATH_FLAGS)
         options += f", fastmath={{{flags}}}"
@@ -1168,7 +1173,6 @@ def lower(derivation: Derivation) -> CodeModel:
             + ["cols", "rows", "inv_rows", "total", "lr"]
         )
     )
-    jit_plain = 'cache=True, error_model="numpy"'
     outlined = outline(
         {
             "forward": forward,
@@ -1178,13 +1182,16 @@ def lower(derivation: Derivation) -> CodeModel:
             "train_backward": backward,
         },
         kernel_locals,
-        jit_plain,
+        JIT_OPTIONS,
         _train_jit_options(dtype),
         frozenset(["train_forward", "train_backward"]),
         OUTLINE_MIN_LAYERS,
     )
     bodies = outlined.bodies
-    text = "\n".join([*bodies.values(), *outlined.functions, *update, *loss])
+    text = "\n".join(
+        [*bodies.values(), *outlined.functions, *outlined.fast_functions]
+        + [*update, *loss]
+    )
     helpers = helpers_called(text)
     uses_gemm = "_gemm(" in text
     opt = OPTIMIZER_DEFS[spec.optimizer.name]
@@ -1265,6 +1272,7 @@ def lower(derivation: Derivation) -> CodeModel:
         train_forward_code=bodies["train_forward"],
         train_backward_code=bodies["train_backward"],
         layer_functions=outlined.functions,
+        train_layer_functions=outlined.fast_functions,
         update_code="\n".join(update),
         mask_code="\n".join(_mask_lines(buffers)),
         loss_code="\n".join(loss),

@@ -39,7 +39,8 @@ class Outlined:
     """Kernel bodies with repeated blocks replaced by calls, and the functions."""
 
     bodies: dict[str, str]  # by the names given to ``outline``
-    functions: tuple[str, ...]  # jitted function sources, in order of first use
+    functions: tuple[str, ...]  # jitted with ``options``, in order of first use
+    fast_functions: tuple[str, ...]  # jitted with ``fast_options`` (when they differ)
 
 
 def _blocks(lines: Sequence[str]) -> list[_Block]:
@@ -104,9 +105,10 @@ def outline(
 ) -> Outlined:
     """Outline the blocks of ``bodies`` (kernel body name -> marked lines) that two
     or more layers share; ``kernel_locals`` names the kernels' arguments and
-    scalars in the order functions take them. Functions called from ``fast_bodies`` are compiled with
-    ``fast_options`` (float32 training loops use fast-math, the other kernels
-    not), so when those differ from ``options`` such a block gets a second copy.
+    scalars in the order functions take them. Functions called from
+    ``fast_bodies`` are compiled with ``fast_options`` (float32 training loops
+    use fast-math, the other kernels not), so when those differ from ``options``
+    such a block gets a second copy.
     A block is outlined when at least ``min_layers`` layers share it."""
     parsed = {name: _blocks(lines) for name, lines in bodies.items()}
     uses: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {}
@@ -121,7 +123,7 @@ def outline(
             key = (jit, _canonical(block, arguments))
             uses.setdefault(key, []).append((name, index, arguments))
     calls: dict[tuple[str, int], list[str]] = {}
-    functions: list[str] = []
+    functions: dict[bool, list[str]] = {False: [], True: []}  # by fast
     taken: set[str] = set()
     for (jit, _), found in uses.items():
         layers = sorted({parsed[name][index].layer for name, index, _ in found})
@@ -131,13 +133,13 @@ def outline(
             found, key=lambda use: (parsed[use[0]][use[1]].layer, use[0])
         )
         first = parsed[first_name][first_index]
-        function = f"_layer{first.layer}_{first.part}"
-        function += "_fast" if jit != options else ""
+        fast = jit != options
+        function = f"_layer{first.layer}_{first.part}" + ("_fast" if fast else "")
         while function in taken:  # another block of that layer and part
             function += "_"
         taken.add(function)
         shown = ", ".join(str(layer) for layer in layers)
-        functions.append(
+        functions[fast].append(
             f"@numba.njit({jit})\n"
             f"def {function}({', '.join(first_args)}):\n"
             f'    """Layer {first.layer}\'s {first.part.replace("_", " ")} code, run '
@@ -157,4 +159,4 @@ def outline(
         for index, block in enumerate(blocks):
             lines.extend(calls.get((name, index), block.lines))
         out[name] = "\n".join(lines)
-    return Outlined(out, tuple(functions))
+    return Outlined(out, tuple(functions[False]), tuple(functions[True]))

@@ -79,8 +79,10 @@ def frozen_module_source(network: Network) -> str:
         "runtime": frozen_source(),
     }
     head = lower_head(spec)
-    raw = environment().get_template("frozen.py.jinja").render(
-        m=model, spec=head, x=extra
+    raw = (
+        environment()
+        .get_template("frozen.py.jinja")
+        .render(m=model, spec=head, x=extra)
     )
     return format_python(raw)
 
