@@ -2,7 +2,7 @@
 one jit) and plain NumPy on four workloads (W1-W4) and issue 13's W7 (batch norm
 and dropout), float32, 2 threads everywhere.
 
-    python bench/run.py                 # full (~4 min): 7 repeats, scaling view
+    python bench/run.py                 # full (~5 min): 7 repeats, scaling view, depth curve
     python bench/run.py --quick         # under 2.5 minutes, no scaling view
     python bench/run.py --quick --scaling --workloads W3,W4 --impls derive,jax
     python bench/run.py --threads 1     # when the cores are shared (see results.md)
@@ -97,6 +97,48 @@ def measure_builds() -> dict:
             out[label] = json.loads(text.strip().splitlines()[-1])
             log(f"  build W3 {label}: {out[label]['build_s']:.2f} s")
     return out
+
+
+def measure_depths() -> list[dict] | None:
+    """Build and first-fit time against depth (bench/depth_scaling.py), each depth
+    in a fresh process with an empty cache."""
+    try:
+        text = run_script(["bench/depth_scaling.py", "--json"], bench_env(), 3600)
+    except Exception as exc:
+        log(f"depth scaling failed: {exc}")
+        return None
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def depth_lines(depths: list[dict] | None) -> list[str]:
+    """The depth curve as a Markdown table with the cost of each added layer."""
+    if not depths:
+        return []
+    out = [
+        "## Build time against depth (issue 14)",
+        "",
+        "16 inputs, L tanh layers of 32 units, softmax over 4 classes, Adam, "
+        "float32; each depth in a fresh process with an empty cache "
+        "(`python bench/depth_scaling.py`). Target: 16 layers ready in < 6 s, "
+        "the compile time per added layer constant.",
+        "",
+        "| hidden layers | build (derive, render, import) | compile + first fit "
+        "| ready | compile per added layer |",
+        "|---|---|---|---|---|",
+    ]
+    previous = None
+    for row in depths:
+        ready = row["build_s"] + row["compile_fit_s"]
+        step = "-"
+        if previous is not None:
+            added = row["depth"] - previous["depth"]
+            step = f"{(row['compile_fit_s'] - previous['compile_fit_s']) / added:.2f} s"
+        out.append(
+            f"| {row['depth']} | {row['build_s']:.2f} s | {row['compile_fit_s']:.2f} s "
+            f"| {ready:.2f} s | {step} |"
+        )
+        previous = row
+    return [*out, ""]
 
 
 def run_worker(impl: str, quick: bool, scaling: bool, workloads: str) -> dict:
@@ -550,6 +592,7 @@ def main(argv=None) -> None:
         f"{probe['pair'][0]:.0f} + {probe['pair'][1]:.0f} ({probe['efficiency']:.0%})"
     )
     builds = None if args.no_build else measure_builds()
+    depths = None if args.no_build or args.quick else measure_depths()
     results = {}
     for impl in ORDER:
         if impl in impls:
@@ -579,7 +622,10 @@ def main(argv=None) -> None:
         "load_after": f"{os.getloadavg()[0]:.1f}",
         "machine": machine(),
     }
-    raw = {"results": results, "builds": builds, "memory": memory, "meta": meta}
+    raw = {
+        "results": results, "builds": builds, "memory": memory, "meta": meta,
+        "depths": depths,
+    }  # fmt: skip
     RAW.parent.mkdir(exist_ok=True)
     RAW.write_text(json.dumps(raw, indent=1), encoding="utf-8")
     report(raw)
@@ -607,6 +653,11 @@ def report(raw: dict) -> None:
     plot_throughput(HERE / "throughput.png", results, keys, meta["threads"])
     drawn = meta["scaling"] and plot_scaling(HERE / "scaling.png", results)
     write_markdown(HERE / "results.md", results, rows, lines, meta, drawn)
+    extra = depth_lines(raw.get("depths"))
+    if extra:
+        with (HERE / "results.md").open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(extra))
+        print("\n".join(extra[5:]))
     print(
         f"wrote bench/results.md, bench/throughput.png"
         f"{', bench/scaling.png' if drawn else ''} in {meta['seconds']:.0f} s"

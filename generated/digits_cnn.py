@@ -218,6 +218,9 @@ _TRANS, _NO_TRANS = ord("T"), ord("N")
 _SINGLE, _DOUBLE = ord("s"), ord("d")  # the kinds of sgemm and dgemm
 _ONE_S, _ZERO_S = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
 _ONE_D, _ZERO_D = np.ones(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
+# the kind and scalars of the module's own precision, for direct calls
+_GEMM_KIND = _SINGLE if DTYPE == np.float32 else _DOUBLE
+_ONE, _ZERO = np.ones(1, dtype=DTYPE), np.zeros(1, dtype=DTYPE)
 
 
 @numba.njit(cache=True, inline="always")
@@ -693,7 +696,7 @@ def _train(
                                         acc
                                     )
             # z1[f, i, j] = b1[f] + sum_{c, m, n} W1[f, c, m, n]*cols1[c, m, n, i, j]
-            _gemm(_NO_TRANS, _NO_TRANS, 64 * cols, 8, 9, cols1, 64 * cols, W1, 9, z1, 64 * cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, 64 * cols, 8, 9, _ONE.ctypes, cols1.ctypes, 64 * cols, W1.ctypes, 9, _ZERO.ctypes, z1.ctypes, 64 * cols)  # fmt: skip
             # a1 = relu(z1) = (z if z > 0 else 0)
             for f in range(8):
                 for q in range(64):
@@ -720,7 +723,7 @@ def _train(
             # a3 = a2 flattened in C order: the same buffer (every buffer holds a sample's values in C order)
             a3 = a2
             # z4[j] = b4[j] + sum_k W4[j, k]*a3[k]   (10 units)
-            _gemm(_NO_TRANS, _NO_TRANS, cols, 10, 128, a3, cols, W4, 128, z4, cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 10, 128, _ONE.ctypes, a3.ctypes, cols, W4.ctypes, 128, _ZERO.ctypes, z4.ctypes, cols)  # fmt: skip
             for j in range(10):
                 for i in range(cols):
                     z4[j, i] += b4[j]
@@ -760,9 +763,9 @@ def _train(
                     delta4[j, i] = 0.0
             delta3 = delta2
             # grad_W4[j, k] = delta4[j]*a3[k]   (summed over the batch)
-            _gemm(_TRANS, _NO_TRANS, 128, 10, cols, a3, cols, delta4, cols, grad_W4, 128, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 128, 10, cols, _ONE.ctypes, a3.ctypes, cols, delta4.ctypes, cols, _ZERO.ctypes, grad_W4.ctypes, 128)  # fmt: skip
             # delta3[k] = sum_j W4[j, k]*delta4[j]
-            _gemm(_NO_TRANS, _TRANS, cols, 128, 10, delta4, cols, W4, 128, delta3, cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 128, 10, _ONE.ctypes, delta4.ctypes, cols, W4.ctypes, 128, _ZERO.ctypes, delta3.ctypes, cols)  # fmt: skip
             # delta1 = 0 (the scatter below adds into it)
             for q in range(512):
                 for i in range(cols):
@@ -794,7 +797,7 @@ def _train(
                         bias_grad += delta
                 grad_b1[f] = bias_grad
             # grad_W1[f, c, m, n] = sum_{i, j} delta1[f, i, j]*cols1[c, m, n, i, j]   (summed over the batch)
-            _gemm(_TRANS, _NO_TRANS, 9, 8, 64 * cols, cols1, 64 * cols, delta1, 64 * cols, grad_W1, 9, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 9, 8, 64 * cols, _ONE.ctypes, cols1.ctypes, 64 * cols, delta1.ctypes, 64 * cols, _ZERO.ctypes, grad_W1.ctypes, 9)  # fmt: skip
             if not math.isfinite(total):
                 # this batch's loss is NaN or infinite: stop before its update
                 status[0] = 1

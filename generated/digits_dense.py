@@ -196,6 +196,9 @@ _TRANS, _NO_TRANS = ord("T"), ord("N")
 _SINGLE, _DOUBLE = ord("s"), ord("d")  # the kinds of sgemm and dgemm
 _ONE_S, _ZERO_S = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
 _ONE_D, _ZERO_D = np.ones(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
+# the kind and scalars of the module's own precision, for direct calls
+_GEMM_KIND = _SINGLE if DTYPE == np.float32 else _DOUBLE
+_ONE, _ZERO = np.ones(1, dtype=DTYPE), np.zeros(1, dtype=DTYPE)
 
 
 @numba.njit(cache=True, inline="always")
@@ -559,7 +562,7 @@ def _train(
                 for c in range(64):
                     XT[c, r] = 0.0
             # z1[j] = b1[j] + sum_k W1[j, k]*XT[k]   (32 units)
-            _gemm(_TRANS, _NO_TRANS, cols, 32, 64, XT, 64, W1, 64, z1, cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, cols, 32, 64, _ONE.ctypes, XT.ctypes, 64, W1.ctypes, 64, _ZERO.ctypes, z1.ctypes, cols)  # fmt: skip
             # a1 = relu(z1) = (z if z > 0 else 0)
             for j in range(32):
                 for i in range(cols):
@@ -633,7 +636,7 @@ def _train(
                     bias_grad += delta
                 grad_b1[j] = bias_grad
             # grad_W1[j, k] = XT[k]*delta1[j]   (summed over the batch)
-            _gemm(_NO_TRANS, _NO_TRANS, 64, 32, cols, XT, 64, delta1, cols, grad_W1, 64, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, 64, 32, cols, _ONE.ctypes, XT.ctypes, 64, delta1.ctypes, cols, _ZERO.ctypes, grad_W1.ctypes, 64)  # fmt: skip
             if not math.isfinite(total):
                 # this batch's loss is NaN or infinite: stop before its update
                 status[0] = 1

@@ -213,6 +213,9 @@ _TRANS, _NO_TRANS = ord("T"), ord("N")
 _SINGLE, _DOUBLE = ord("s"), ord("d")  # the kinds of sgemm and dgemm
 _ONE_S, _ZERO_S = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
 _ONE_D, _ZERO_D = np.ones(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
+# the kind and scalars of the module's own precision, for direct calls
+_GEMM_KIND = _SINGLE if DTYPE == np.float32 else _DOUBLE
+_ONE, _ZERO = np.ones(1, dtype=DTYPE), np.zeros(1, dtype=DTYPE)
 
 
 @numba.njit(cache=True, inline="always")
@@ -666,7 +669,7 @@ def _train(
                     z = z1[j, i]
                     a1[j, i] = (z) if (z > 0.0) else (0.0)
             # z2[j] = b2[j] + sum_k W2[j, k]*a1[k]   (16 units)
-            _gemm(_NO_TRANS, _NO_TRANS, cols, 16, 32, a1, cols, W2, 32, z2, cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _NO_TRANS, cols, 16, 32, _ONE.ctypes, a1.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, z2.ctypes, cols)  # fmt: skip
             # a2 = gelu(z2) = z*(1 + erf(z*sqrt(2)/2))/2
             for j in range(16):
                 for i in range(cols):
@@ -746,9 +749,9 @@ def _train(
                     bias_grad += delta
                 grad_b2[j] = bias_grad
             # grad_W2[j, k] = delta2[j]*a1[k]   (summed over the batch)
-            _gemm(_TRANS, _NO_TRANS, 32, 16, cols, a1, cols, delta2, cols, grad_W2, 32, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _TRANS, _NO_TRANS, 32, 16, cols, _ONE.ctypes, a1.ctypes, cols, delta2.ctypes, cols, _ZERO.ctypes, grad_W2.ctypes, 32)  # fmt: skip
             # delta1[k] = sum_j W2[j, k]*delta2[j]
-            _gemm(_NO_TRANS, _TRANS, cols, 32, 16, delta2, cols, W2, 32, delta1, cols, False)  # fmt: skip
+            _xxgemm(_GEMM_KIND, _NO_TRANS, _TRANS, cols, 32, 16, _ONE.ctypes, delta2.ctypes, cols, W2.ctypes, 32, _ZERO.ctypes, delta1.ctypes, cols)  # fmt: skip
             # delta1 = da1 * f'(z1), f' = (1 if a > 0 else 0)
             # grad_b1[j] = sum of delta1 over the rest, in the same pass
             for j in range(32):

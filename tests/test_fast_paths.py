@@ -302,7 +302,8 @@ KERNEL_DATA = {"softmax_ce": (49, 16), "relu_float32": (50, 16)}
 
 
 def _kernel_count(source: str) -> int:
-    return source.count("_gemm(_")
+    """BLAS calls in a module: through _gemm (by the arrays' dtype) or direct."""
+    return source.count("_gemm(_") + source.count("_xxgemm(_GEMM_KIND")
 
 
 def _compare_kernels(spec: Spec, data: tuple[int, int], reference, other) -> None:

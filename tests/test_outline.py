@@ -7,6 +7,7 @@ repeated layers printed inline."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,13 +31,15 @@ def _spec(name: str, dtype: str = "float64") -> Spec:
                      optimizer={"name": "adam", "lr": 0.01})  # fmt: skip
 
 
-def _load(spec: Spec, **constants):
+def _load(spec: Spec, directory: Path | None = None, **constants):
+    """The module of ``spec`` (lowering constants patched), written to the test
+    cache, or to ``directory`` so that Numba compiles it in this process."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in constants.items():
             mp.setattr(lowering, key, value)
         source = generate_source(spec)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    path = cache_dir() / "outline" / f"{spec.name}_{digest}.py"
+    path = (directory or cache_dir() / "outline") / f"{spec.name}_{digest}.py"
     if not path.exists():
         atomic_write(path, source)
     return import_path(path, f"outline_{spec.name}_{digest}"), source
@@ -49,9 +52,10 @@ def _data(module, rows=37, seed=0):
 
 
 @pytest.mark.parametrize("name", sorted(DEEP))
-def test_outlined_layers_compute_what_inline_code_computes(name):
+def test_outlined_layers_compute_what_inline_code_computes(name, tmp_path):
     spec = _spec(name)
-    outlined, source = _load(spec)
+    # compiled here, not loaded from Numba's cache: the signatures are counted
+    outlined, source = _load(spec, tmp_path)
     inline, inline_source = _load(spec, OUTLINE_MIN_LAYERS=10**9)
     assert "def _layer2_forward(" in source and "_layer2_" not in inline_source
     # layers 2.. call the function of layer 2 (the first of the equal layers),

@@ -10,6 +10,8 @@ import numpy as np
 from numba import types
 from numba.np.linalg import ensure_blas
 
+DTYPE = np.float64  # stands for the module's constant, printed before this part
+
 # ---- generated modules include everything below this line ----
 
 # Products of BLAS layers call gemm through numba_xxgemm, the C helper behind
@@ -42,6 +44,9 @@ _TRANS, _NO_TRANS = ord("T"), ord("N")
 _SINGLE, _DOUBLE = ord("s"), ord("d")  # the kinds of sgemm and dgemm
 _ONE_S, _ZERO_S = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
 _ONE_D, _ZERO_D = np.ones(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
+# the kind and scalars of the module's own precision, for direct calls
+_GEMM_KIND = _SINGLE if DTYPE == np.float32 else _DOUBLE
+_ONE, _ZERO = np.ones(1, dtype=DTYPE), np.zeros(1, dtype=DTYPE)
 
 
 @numba.njit(cache=True, inline="always")
