@@ -16,6 +16,7 @@ import time
 start = time.perf_counter()
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -37,9 +38,22 @@ def main() -> None:
         help="build the spec under another name, lr and weight_decay (the same "
         "architecture: its kernels come from the cache if the spec was built)",
     )
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="time each stage of a cold build on its own (run with an empty "
+        "cache): loading the spec (imports SymPy), the engine's and the "
+        "lowering's imports (Numba), derivation, lowering, render, writing and "
+        "importing the module, the first fit (compile)",
+    )
     args = parser.parse_args()
+    if args.parts:
+        parts(args.spec, args.json)
+        return
 
+    t_spec = time.perf_counter()
     spec = derive.load_spec(args.spec)
+    spec_s = time.perf_counter() - t_spec
     if args.variant:
         data = spec.to_dict()
         data["name"] = data["name"] + "_variant"
@@ -63,6 +77,7 @@ def main() -> None:
     called = time.perf_counter()
     result = {
         "import_derive_s": imported - start,
+        "load_spec_s": spec_s,
         "generate_import_s": built - t0,
         "first_call_s": called - built,
         "build_s": called - t0,  # generate + import + first compile
@@ -77,6 +92,47 @@ def main() -> None:
             f"{result['first_call_s']:.2f}s; build {result['build_s']:.2f}s, "
             f"total {result['total_s']:.2f}s"
         )
+
+
+def parts(path: str, as_json: bool) -> None:
+    """The stages of ``derive.build`` one by one, each timed (a cold cache)."""
+    times = {}
+
+    def timed(label, call):
+        t = time.perf_counter()
+        value = call()
+        times[label] = time.perf_counter() - t
+        return value
+
+    spec = timed("load_spec_s", lambda: derive.load_spec(path))
+    # load_spec has imported SymPy (ops and layer kinds are SymPy definitions)
+    engine = timed(
+        "import_engine_s", lambda: importlib.import_module("derive.engine.derivation")
+    )
+    # the lowering imports Numba (its printer reads the runtime helpers)
+    codegen = timed(
+        "import_codegen_s", lambda: importlib.import_module("derive.codegen.lowering")
+    )
+    derive_spec, lower = engine.derive, codegen.lower
+    from derive import generate
+
+    derivation = timed("derive_s", lambda: derive_spec(spec))
+    code = timed("lower_s", lambda: lower(derivation))
+    timed("render_s", lambda: generate.render_kernels(code))
+    module = timed("build_module_s", lambda: derive.build(spec))  # writes, imports
+    params = module.init_params(0)
+    rng = np.random.default_rng(0)
+    X = rng.random((256, module.N_INPUT)).astype(module.DTYPE)
+    Y = np.eye(module.N_OUTPUT, dtype=module.DTYPE)[
+        rng.integers(0, module.N_OUTPUT, 256)
+    ]
+    timed("first_fit_s", lambda: module.fit(params, X, Y, epochs=1))
+    if as_json:
+        print(json.dumps(times))
+    else:
+        for label, seconds in times.items():
+            print(f"{label[:-2]:>14s} {seconds:.3f} s")
+        print(f"{'sum':>14s} {sum(times.values()):.3f} s")
 
 
 if __name__ == "__main__":
