@@ -141,6 +141,27 @@ def depth_lines(depths: list[dict] | None) -> list[str]:
     return [*out, ""]
 
 
+def measure_latency() -> list[str]:
+    """Single-row predict latency of trained W3 (bench/predict_latency.py, its own
+    process) as Markdown lines for results.md; [] if it failed."""
+    try:
+        text = run_script(["bench/predict_latency.py", "--json"], bench_env(), 900)
+    except Exception as exc:
+        log(f"predict latency failed: {exc}")
+        return []
+    from predict_latency import table_lines
+
+    return table_lines(json.loads(text.strip().splitlines()[-1]), markdown=True)
+
+
+def append_latency(lines: list[str]) -> None:
+    """The latency table at the end of results.md, and on the console."""
+    if lines:
+        with (HERE / "results.md").open("a", encoding="utf-8") as handle:
+            handle.write("\n" + "\n".join(lines))
+        print("\n".join(lines))
+
+
 def run_worker(impl: str, quick: bool, scaling: bool, workloads: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
         out = Path(tmp) / f"{impl}.json"
@@ -626,6 +647,7 @@ def main(argv=None) -> None:
         "results": results, "builds": builds, "memory": memory, "meta": meta,
         "depths": depths,
     }  # fmt: skip
+    raw["latency"] = measure_latency()
     RAW.parent.mkdir(exist_ok=True)
     RAW.write_text(json.dumps(raw, indent=1), encoding="utf-8")
     report(raw)
@@ -658,6 +680,7 @@ def report(raw: dict) -> None:
         with (HERE / "results.md").open("a", encoding="utf-8") as handle:
             handle.write("\n".join(extra))
         print("\n".join(extra[5:]))
+    append_latency(raw.get("latency") or [])
     print(
         f"wrote bench/results.md, bench/throughput.png"
         f"{', bench/scaling.png' if drawn else ''} in {meta['seconds']:.0f} s"

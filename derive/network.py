@@ -14,8 +14,10 @@ shape (n,) or (n, outputs).
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -87,6 +89,9 @@ class Network:
             None if self.task == "regression" else np.arange(self._n_classes)
         )
         self._classes_learned = False
+        #: the parameters predict last checked (see _checked_params), or None
+        #: (the params list, its arrays, their kernel views)
+        self._verified: tuple[list[Any], list[Any], list[Any]] | None = None
         if classes is not None:
             self._set_classes(classes)
 
@@ -113,6 +118,7 @@ class Network:
         re-imports from the module cache) from the spec's TOML text."""
         state = self.__dict__.copy()
         del state["module"]
+        state.pop("_verified", None)  # predict checks the unpickled arrays again
         state["spec"] = self.spec.to_toml()
         state["spec_hash"] = self.spec.hash
         return state
@@ -126,6 +132,7 @@ class Network:
                 f"a pickled Network of spec '{spec.name}' is damaged: its spec "
                 f"hashes to {spec.hash}, not the stored {expected}"
             )
+        self._verified = None
         self.__dict__.update(state)
         self.spec = spec
         self.module = build(spec)
@@ -366,7 +373,20 @@ class Network:
     # ------------------------------------------------------------- prediction
 
     def outputs(self, X: Any) -> np.ndarray:
-        """The raw network outputs, shape (n, outputs): probabilities, logits or values."""
+        """The raw network outputs, shape (n, outputs): probabilities, logits or values.
+
+        Checks X on every call (shape, numbers, finite). The parameters are
+        checked (list of arrays, shapes, dtype, layout, finite) the first time
+        they are used after being set: a new list or a new array in
+        ``params`` (assignment, ``load``, ``from_torch``) is checked once, and
+        ``fit`` checks them on entry and keeps them finite; an element edited
+        in place in an array of ``params`` is not seen until the list or an
+        array in it is replaced (``net.params = [p.copy() for p in
+        net.params]``) -- the module's own ``predict(params, X)`` checks
+        everything on every call."""
+        out = self._fast_outputs(X)
+        if out is not None:
+            return out
         try:
             return self.module.predict(
                 self.params, self._features(X), **self._buffers_kwarg()
@@ -374,21 +394,71 @@ class Network:
         except ValueError as exc:
             raise DataError(str(exc)) from None
 
+    def _fast_outputs(self, X: Any) -> np.ndarray | None:
+        """The outputs of rows that need no conversion, straight from the jitted
+        forward: X a writeable C-contiguous (n, inputs) array of the module's
+        dtype with finite values, a module without running statistics. None
+        otherwise (the checked path then converts X or names what is wrong).
+        The same kernel on the same rows as the module's predict: the same bits."""
+        plan = _plan(self.module)
+        if type(X) is not np.ndarray or X.dtype is not plan.dtype:
+            return None
+        flags = X.flags
+        if (
+            X.ndim != 2
+            or X.shape[1] != plan.n_input
+            or not X.shape[0]
+            or not flags.c_contiguous
+            or not flags.writeable
+            or self.buffers
+            or not np.isfinite(X).all()  # the checked path names the value
+        ):
+            return None
+        views = self._checked_params()
+        rows = X.shape[0]
+        buffers = plan.one_row() if rows == 1 else self.module._buffers(rows)
+        plan.forward(*views, plan.kernel_input(X), *buffers)
+        # a copy: the one-row buffers are used again by the next call
+        return buffers[plan.output].T.copy()
+
+    def _checked_params(self) -> list[Any]:
+        """The parameters as the kernels take them, checked by the module's
+        _check_params unless these very arrays (same list, same objects) were
+        checked before: parameters change by assignment, which makes new
+        objects, or in place by fit, which keeps them finite."""
+        params = self.params
+        verified = self._verified
+        if (
+            verified is not None
+            and params is verified[0]
+            and len(params) == len(verified[1])
+            and all(map(operator.is_, params, verified[1]))
+        ):
+            return verified[2]
+        try:
+            self.module._check_params(params)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        views = [self.module._kernel_view(p) for p in params]
+        self._verified = (params, list(params), views)
+        return views
+
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (n,) for classifiers (0/1 matrix (n, outputs) for a
         multi-output binary network), values for regression: (n,) for one
         output, (n, outputs) for several."""
         out = self.outputs(X)
-        if self.task == "regression":
+        task = self.task
+        if task == "multiclass":
+            return self.classes_[out.argmax(axis=1)]
+        if task == "regression":
             return out[:, 0] if self.n_outputs == 1 else out
-        if self.task == "binary":
-            positive = out > self.module.THRESHOLD
-            return (
-                positive.astype(np.int64)
-                if self._multilabel
-                else self.classes_[positive[:, 0].astype(np.int64)]
-            )
-        return self.classes_[np.argmax(out, axis=1)]
+        positive = out > self.module.THRESHOLD  # binary
+        return (
+            positive.astype(np.int64)
+            if self._multilabel
+            else self.classes_[positive[:, 0].astype(np.int64)]
+        )
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n, len(classes_)) with rows summing to 1
@@ -682,6 +752,39 @@ def _interop(name: str, extra: str) -> ModuleType:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+class _Plan:
+    """What the fast predict path reads from a generated module, looked up once."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self.dtype = np.dtype(module.DTYPE)  # dtypes are singletons: `is` compares
+        self.n_input = int(module.N_INPUT)
+        self.forward = module._forward
+        self.kernel_input = module._kernel_input
+        self.output = int(module._OUTPUT_BUFFER)
+        #: per thread: the forward's work buffers for one row (reused by each
+        #: one-row predict of that thread, which copies its output out)
+        self.local = threading.local()
+
+    def one_row(self) -> list[np.ndarray]:
+        """This thread's one-row work buffers."""
+        try:
+            return self.local.buffers
+        except AttributeError:
+            self.local.buffers = self.module._buffers(1)
+            return self.local.buffers
+
+
+_PLANS: dict[ModuleType, _Plan] = {}
+
+
+def _plan(module: ModuleType) -> _Plan:
+    plan = _PLANS.get(module)
+    if plan is None:
+        plan = _PLANS[module] = _Plan(module)
+    return plan
 
 
 def _split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

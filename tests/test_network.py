@@ -171,6 +171,98 @@ def test_bad_inputs_are_data_errors():
     assert net.epochs_done == 0
 
 
+# ------------------------------------------------- the fast predict path
+
+
+def softmax_rows(n=40, seed=4):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1.5, (n, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_fast_path_gives_the_checked_paths_bits_row_by_row_and_in_batches():
+    X, y = softmax_rows()
+    net = Network(SOFTMAX).fit(X, y, epochs=5)
+    assert net._fast_outputs(X[:1]) is not None  # float32 C rows: the fast path
+    batch = net.outputs(X)
+    # the module's own predict, every check on: the same kernel, the same bits
+    np.testing.assert_array_equal(batch, net.module.predict(net.params, X))
+    for r in range(X.shape[0]):
+        row = X[r : r + 1]
+        checked = net.module.predict(net.params, row)
+        np.testing.assert_array_equal(net.outputs(row), checked)
+        # float64 and a non-contiguous view take the checked path: same bits
+        np.testing.assert_array_equal(net.outputs(row.astype(np.float64)), checked)
+        np.testing.assert_array_equal(net.outputs(X[r :: X.shape[0]]), checked)
+        # against the batch: the same formulas, a GEMM of another width
+        np.testing.assert_allclose(net.outputs(row)[0], batch[r], rtol=1e-6, atol=1e-7)
+        assert net.predict(row)[0] == net.predict(X)[r]
+    proba = net.predict_proba(X[:1])
+    assert proba.dtype == np.float64 and proba.shape == (1, 3)
+    # the one-row buffers are reused: an earlier result keeps its values
+    first = net.outputs(X[:1])
+    kept = first.copy()
+    net.outputs(X[1:2])
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_fast_path_bad_rows_keep_their_messages():
+    X, y = softmax_rows()
+    net = Network(SOFTMAX).fit(X, y, epochs=1)
+    with pytest.raises(DataError, match="X has shape \\(1, 5\\) but spec"):
+        net.predict(np.zeros((1, 5), np.float32))
+    bad = X[:1].copy()
+    bad[0, 2] = np.inf
+    with pytest.raises(DataError, match="X\\[0, 2\\] is inf"):
+        net.predict(bad)
+    # large but finite values are predicted, as by the checked path
+    huge = np.full((1, 4), 3e38, np.float32)
+    np.testing.assert_array_equal(
+        net.outputs(huge), net.module.predict(net.params, huge)
+    )
+
+
+def test_parameters_set_to_nan_through_the_api_are_reported(tmp_path):
+    X, y = softmax_rows()
+    net = Network(SOFTMAX).fit(X, y, epochs=1)
+    net.predict(X[:1])  # the parameters are now checked and remembered
+    good = net.params
+    bad = [p.copy() for p in good]
+    bad[2][0, 0] = np.nan
+    net.params = bad  # a new list
+    with pytest.raises(DataError, match="W2 contains NaN or infinity"):
+        net.predict(X[:1])
+    net.params = list(good)
+    net.predict(X[:1])
+    net.params[3] = np.full_like(good[3], np.inf)  # a new array in the list
+    with pytest.raises(DataError, match="b2 contains NaN or infinity"):
+        net.predict_proba(X[:1])
+    net.params[3] = good[3].astype(np.float64)
+    with pytest.raises(DataError, match="b2 has dtype float64"):
+        net.outputs(X[:1])
+    net.params = bad
+    path = net.save(tmp_path / "nan.npz")
+    with pytest.raises(ValueError, match="W2 contains NaN or infinity"):
+        Network.load(path)  # init_state checks the loaded parameters
+    # fit checks on entry, and changes the arrays in place only to finite values
+    net.params = [p.copy() for p in good]
+    net.fit(X, y, epochs=2)
+    np.testing.assert_array_equal(
+        net.outputs(X[:1]), net.module.predict(net.params, X[:1])
+    )
+
+
+def test_fast_path_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = softmax_rows(200)
+    net = Network(SOFTMAX).fit(X, y, epochs=1)
+    expected = [net.module.predict(net.params, X[r : r + 1]) for r in range(200)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda r: net.outputs(X[r : r + 1]), range(200)))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------- fit options, history
 
 
