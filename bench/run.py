@@ -322,10 +322,11 @@ def summary_lines(results: dict, builds: dict | None, memory: dict | None) -> li
                 f"{key} {fmt_rate(res['rate'])} vs {fmt_rate(f32)} "
                 f"(float32 {ratio(f32, res['rate'])} faster)"
             )
-        lines.append(
-            "derive float64 vs float32: " + "; ".join(parts) + " (target ≤ 2.5x)"
-        )
-    if "gemm" in d:
+        if parts:
+            lines.append(
+                "derive float64 vs float32: " + "; ".join(parts) + " (target ≤ 2.5x)"
+            )
+    if "gemm" in d and "W4" in d["workloads"]:
         g = d["gemm"]
         w4 = d["workloads"].get("W4", {}).get("rate")
         frac = f"{100 * w4 / g['bound']:.0f}%" if w4 else "-"
