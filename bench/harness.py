@@ -8,7 +8,8 @@ For every workload: check the loss after the first few steps against the generat
 module's (shuffle off; W7 also with injected dropout masks), then warm up,
 calibrate the epoch count to a target time and time >= 5 repeats; the median
 throughput is reported. The derive worker also
-measures the float32 GEMM rate, the GEMM bound of W4 and float64 throughput.
+measures the float32 GEMM rate, the GEMM bounds of W4 and W6 and float64
+throughput.
 """
 
 from __future__ import annotations
@@ -388,6 +389,74 @@ def gemm_probe(workload, repeats: int) -> dict:
     }
 
 
+def products_probe(workload, repeats: int) -> dict:
+    """float32 GEMM rate on the matrix products of one training step of a CNN
+    (``workload.step_products()``: each conv layer's im2col products and each
+    dense layer's, feature-major as the generated module lays them out: the
+    forward W @ cols, the weight gradient dz @ cols^T, the input gradient
+    W^T @ dz), with preallocated outputs, through NumPy's and Numba's np.dot.
+    The GEMM bound is batch / (time of those products) at the faster of the
+    two; ``bound_square`` is the bound at the 1024^3 rate instead (the
+    products' FLOPs at a large square GEMM's speed)."""
+    import numba
+
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    calls = []
+    for what, M, K, N in workload.step_products():
+        if what.endswith("weight gradient"):  # dz (M, K) @ cols^T: cols stored (N, K)
+            a, b = arr(M, K), arr(N, K).T
+        elif what.endswith("input gradient"):  # W^T @ dz: W stored (K, M)
+            a, b = arr(K, M).T, arr(K, N)
+        else:  # W (M, K) @ cols (K, N)
+            a, b = arr(M, K), arr(K, N)
+        calls.append((a, b, np.empty((M, N), np.float32)))
+    flops = sum(2 * M * K * N for _, M, K, N in workload.step_products())
+
+    @numba.njit
+    def numba_gemm(a, b, out):
+        np.dot(a, b, out)
+
+    def numpy_step():
+        for a, b, out in calls:
+            np.dot(a, b, out=out)
+
+    def numba_step():
+        for a, b, out in calls:
+            numba_gemm(a, b, out)
+
+    def rate(step):
+        step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(5):
+                step()
+            times.append((time.perf_counter() - start) / 5)
+        return flops / statistics.median(times)
+
+    square = arr(1024, 1024)
+    out = np.empty_like(square)
+    np.dot(square, square, out=out)
+    start = time.perf_counter()
+    for _ in range(10):
+        np.dot(square, square, out=out)
+    square_rate = 10 * 2 * 1024**3 / (time.perf_counter() - start)
+    rate_numpy, rate_numba = rate(numpy_step), rate(numba_step)
+    per_sample = flops / workload.batch_size
+    return {
+        "flops_per_sample": per_sample,
+        "gflops_numpy": rate_numpy / 1e9,
+        "gflops_numba": rate_numba / 1e9,
+        "gflops_square_1024": square_rate / 1e9,
+        "bound": max(rate_numpy, rate_numba) / per_sample,
+        "bound_square": square_rate / per_sample,
+    }
+
+
 # -------------------------------------------------------------------- scaling
 def scaling(impl, quick: bool, target_s: float, repeats: int) -> list[dict]:
     """Throughput of W3's shape over batch size (width 128) and hidden width
@@ -452,6 +521,12 @@ def main(argv=None) -> None:
         try:
             result["gemm"] = gemm_probe(BY_KEY["W4"], repeats)
             log(f"  GEMM W4 step: {result['gemm']['gflops_numba']:.0f} GFLOP/s (Numba)")
+            if "W6" in keys:
+                result["gemm_W6"] = products_probe(BY_KEY["W6"], repeats)
+                log(
+                    f"  GEMM W6 step: {result['gemm_W6']['gflops_numba']:.0f} "
+                    "GFLOP/s (Numba)"
+                )
             result["float64"] = {}
             for key in [k for k in ("W3", "W4") if k in keys]:
                 workload = BY_KEY[key].variant(dtype="float64")

@@ -1,4 +1,5 @@
-"""JAX: the whole fit call (epochs x batches) in one jit, lax.scan over batches.
+"""JAX: the whole fit call (epochs x batches) in one jit, lax.scan over batches
+(W5, W6: lax.conv_general_dilated and lax.reduce_window).
 
 optax is not installed, so SGD and Adam are written in jax.numpy following
 torch.optim's update rules (Adam: bias-corrected, eps outside the square root).
@@ -46,20 +47,64 @@ def make_update(optimizer, lr):
     return update
 
 
-def make_run(acts, loss, optimizer, lr, batch_size, n, shuffle):
-    """A jitted ``run(carry, X, Y, orders, epochs) -> (carry, epoch losses)``."""
+def cnn_logits(layers):
+    """``logits(params, x)`` of conv2d (lax.conv_general_dilated, NCHW/OIHW),
+    max_pool2d (lax.reduce_window), flatten and dense layers; params a (W, b)
+    pair per conv2d and dense layer."""
+    import jax
+    import jax.numpy as jnp
+
+    hidden = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+    last = sum(layer["kind"] == "dense" for layer in layers) - 1
+
+    def logits(params, x):
+        a, at, dense = x, 0, 0
+        for layer in layers:
+            kind = layer["kind"]
+            if kind == "conv2d":
+                W, b = params[at]
+                z = jax.lax.conv_general_dilated(
+                    a, W, window_strides=layer["stride"],
+                    padding=[(p, p) for p in layer["padding"]],
+                    rhs_dilation=layer["dilation"],
+                    dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                ) + b[None, :, None, None]  # fmt: skip
+                a, at = hidden[layer["activation"]](z), at + 1
+            elif kind == "max_pool2d":
+                a = jax.lax.reduce_window(
+                    a, -jnp.inf, jax.lax.max, (1, 1, *layer["kernel"]),
+                    (1, 1, *layer["stride"]),
+                    [(0, 0), (0, 0), *((p, p) for p in layer["padding"])],
+                )  # fmt: skip
+            elif kind == "flatten":
+                a = a.reshape(a.shape[0], -1)
+            else:
+                W, b = params[at]
+                z = a @ W.T + b
+                a = hidden[layer["activation"]](z) if dense < last else z
+                at, dense = at + 1, dense + 1
+        return z
+
+    return logits
+
+
+def make_run(acts, loss, optimizer, lr, batch_size, n, shuffle, logits=None):
+    """A jitted ``run(carry, X, Y, orders, epochs) -> (carry, epoch losses)``;
+    the network is ``logits(params, x)`` (default: dense layers with ``acts``)."""
     import jax
     import jax.numpy as jnp
 
     full, rem = divmod(n, batch_size)
     hidden = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
-    def logits(params, x):
+    def dense_logits(params, x):
         a = x
         for i, (W, b) in enumerate(params):
             z = a @ W.T + b
             a = hidden[acts[i]](z) if i < len(params) - 1 else z
         return z
+
+    logits = logits or dense_logits
 
     def mean_loss(params, x, y):
         z = logits(params, x)
@@ -81,7 +126,7 @@ def make_run(acts, loss, optimizer, lr, batch_size, n, shuffle):
     def run(carry, X, Y, orders, epochs):
         def epoch(carry, order):
             Xe, Ye = (X[order], Y[order]) if shuffle else (X, Y)
-            xb = Xe[: full * batch_size].reshape(full, batch_size, -1)
+            xb = Xe[: full * batch_size].reshape(full, batch_size, *X.shape[1:])
             yb = Ye[: full * batch_size].reshape(full, batch_size, -1)
             carry, values = jax.lax.scan(step, carry, (xb, yb))
             total = jnp.sum(values) * batch_size
@@ -200,8 +245,9 @@ def make_layers_run(layers, optimizer, lr, batch_size, n, shuffle, fixed):
 
 
 def Trainer(workload, params, X, Y, **kwargs):
-    """The dense program (W1-W4), or the one with batch norm and dropout (W7)."""
-    cls = DenseTrainer if workload.dense_only else LayersTrainer
+    """The dense program (W1-W4; W5, W6 with cnn_logits), or the one with batch
+    norm and dropout (W7)."""
+    cls = DenseTrainer if workload.dense_only or workload.is_cnn else LayersTrainer
     return cls(workload, params, X, Y, **kwargs)
 
 
@@ -228,6 +274,7 @@ class DenseTrainer:
         self.run = make_run(
             workload.activations, workload.loss, workload.optimizer, workload.lr,
             batch_size or workload.batch_size, self.n, shuffle,
+            cnn_logits(workload.layers) if workload.is_cnn else None,
         )  # fmt: skip
 
     def fit(self, epochs: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from workloads import epoch_order, init_buffers
 
 NAME = "numpy"
@@ -49,6 +50,68 @@ def _loss_sum(loss: str, z: np.ndarray, Y: np.ndarray) -> float:
     raise ValueError(f"numpy bench: no loss {loss!r}")
 
 
+# ------------------------------------------------- conv2d and max_pool2d (NCHW)
+def _windows(x: np.ndarray, layer: dict, fill: float) -> np.ndarray:
+    """The windows of x (B, C, H, W) padded with ``fill``: a (B, C, H_out, W_out,
+    k_h, k_w) view (a convolution's im2col, a pool's windows)."""
+    (kh, kw), (sh, sw), (ph, pw) = layer["kernel"], layer["stride"], layer["padding"]
+    dh, dw = layer.get("dilation", (1, 1))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    return sliding_window_view(xp, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _scatter(parts, x_shape: tuple, layer: dict, dtype) -> np.ndarray:
+    """The adjoint of :func:`_windows`: ``parts(m, n)`` (B, C, H_out, W_out), the
+    gradient of every window's tap (m, n), added back where the tap read."""
+    (kh, kw), (sh, sw), (ph, pw) = layer["kernel"], layer["stride"], layer["padding"]
+    dh, dw = layer.get("dilation", (1, 1))
+    B, C, H, W = x_shape
+    dxp = np.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype)
+    for m in range(kh):
+        for n in range(kw):
+            part = parts(m, n)
+            Ho, Wo = part.shape[2:]
+            rows = slice(m * dh, m * dh + sh * (Ho - 1) + 1, sh)
+            cols = slice(n * dw, n * dw + sw * (Wo - 1) + 1, sw)
+            dxp[:, :, rows, cols] += part
+    return dxp[:, :, ph : ph + H, pw : pw + W]
+
+
+def conv_forward(x, W, b, layer) -> tuple[np.ndarray, np.ndarray]:
+    """(z (B, F, H_out, W_out), the windows): im2col + one tensordot."""
+    cols = _windows(x, layer, 0.0)
+    z = np.tensordot(cols, W, axes=([1, 4, 5], [1, 2, 3]))  # (B, H_out, W_out, F)
+    return z.transpose(0, 3, 1, 2) + b[:, None, None], cols
+
+
+def conv_backward(dz, cols, W, x_shape, layer, need_dx: bool):
+    """(dW, db, dx or None) of :func:`conv_forward`."""
+    dW = np.tensordot(dz, cols, axes=([0, 2, 3], [0, 2, 3]))  # (F, C, k_h, k_w)
+    db = dz.sum(axis=(0, 2, 3))
+    if not need_dx:
+        return dW, db, None
+    dcols = np.tensordot(dz, W, axes=([1], [0]))  # (B, H_out, W_out, C, k_h, k_w)
+    dx = _scatter(
+        lambda m, n: dcols[..., m, n].transpose(0, 3, 1, 2), x_shape, layer, dz.dtype
+    )
+    return dW, db, dx
+
+
+def pool_forward(x, layer) -> tuple[np.ndarray, np.ndarray]:
+    """(y, the first maximum's position in each window), padding as -inf."""
+    win = _windows(x, layer, -np.inf)
+    flat = win.reshape(*win.shape[:4], -1)
+    at = flat.argmax(axis=-1)  # the first maximum: torch's tie rule
+    return np.take_along_axis(flat, at[..., None], axis=-1)[..., 0], at
+
+
+def pool_backward(dy, at, x_shape, layer) -> np.ndarray:
+    """Each window's gradient to its first maximum."""
+    kw = layer["kernel"][1]
+    return _scatter(lambda m, n: dy * (at == m * kw + n), x_shape, layer, dy.dtype)
+
+
 def mean_loss(workload, params, X, Y, buffers=()) -> float:
     """Full-data mean loss at ``params`` in evaluation mode (batch norm with the
     running statistics ``buffers``, no dropout), in float64 (for the agreement
@@ -67,6 +130,13 @@ def mean_loss(workload, params, X, Y, buffers=()) -> float:
             if layer["affine"]:
                 gamma, beta, *params = params
                 a = gamma * a + beta
+        elif layer["kind"] == "conv2d":
+            W, b, *params = params
+            a = _activate(layer["activation"], conv_forward(a, W, b, layer)[0])
+        elif layer["kind"] == "max_pool2d":
+            a = pool_forward(a, layer)[0]
+        elif layer["kind"] == "flatten":
+            a = a.reshape(len(a), -1)
     return _loss_sum(workload.loss, z, np.asarray(Y, dtype=np.float64)) / len(X)
 
 
@@ -98,8 +168,10 @@ class TorchOptim:
 
 
 def Trainer(workload, params, X, Y, **kwargs):
-    """The dense loop (W1-W4), or the layer-by-layer one with batch norm and
-    dropout (W7)."""
+    """The dense loop (W1-W4), the CNN one (W5, W6), or the layer-by-layer one
+    with batch norm and dropout (W7)."""
+    if workload.is_cnn:
+        return CnnTrainer(workload, params, X, Y, **kwargs)
     cls = DenseTrainer if workload.dense_only else LayersTrainer
     return cls(workload, params, X, Y, **kwargs)
 
@@ -281,3 +353,61 @@ class LayersTrainer(DenseTrainer):
 
     def get_buffers(self) -> list[np.ndarray]:
         return [b.copy() for b in self.buffers]
+
+
+class CnnTrainer(DenseTrainer):
+    """conv2d (im2col with sliding_window_view, tensordot; col2im a loop over
+    the taps), max_pool2d (first maximum), flatten and dense layers."""
+
+    def __init__(self, workload, params, X, Y, *, shuffle, batch_size=None):
+        super().__init__(workload, params, X, Y, shuffle=shuffle, batch_size=batch_size)
+        self.layers = workload.layers
+
+    def _grads(self, x, y):
+        """Batch loss sum and gradients of the batch-mean loss."""
+        a, tape, at = x, [], 0
+        last = len(self.layers) - 1
+        for layer in self.layers:
+            kind = layer["kind"]
+            if kind == "conv2d":
+                z, cols = conv_forward(a, *self.params[at : at + 2], layer)
+                tape.append((layer, at, a.shape, cols))
+                a, at = _activate(layer["activation"], z), at + 2
+                tape[-1] += (a,)
+            elif kind == "max_pool2d":
+                y_pool, where = pool_forward(a, layer)
+                tape.append((layer, None, a.shape, where, None))
+                a = y_pool
+            elif kind == "flatten":
+                tape.append((layer, None, a.shape, None, None))
+                a = a.reshape(len(a), -1)
+            else:
+                W, b = self.params[at : at + 2]
+                z = a @ W.T + b
+                tape.append((layer, at, a.shape, a))
+                a, at = _activate(layer["activation"], z), at + 2
+                tape[-1] += (a,)
+        total = _loss_sum(self.loss, z, y)
+        grads = [None] * len(self.params)
+        da = None
+        for position in range(last, -1, -1):
+            layer, at, shape, saved, out = tape[position]
+            kind = layer["kind"]
+            if kind == "dense":
+                dz = (
+                    (a - y) / len(x)
+                    if da is None
+                    else da * _derivative(layer["activation"], out)
+                )
+                grads[at], grads[at + 1] = dz.T @ saved, dz.sum(axis=0)
+                da = dz @ self.params[at]
+            elif kind == "flatten":
+                da = da.reshape(shape)
+            elif kind == "max_pool2d":
+                da = pool_backward(da, saved, shape, layer)
+            else:
+                dz = da * _derivative(layer["activation"], out)
+                grads[at], grads[at + 1], da = conv_backward(
+                    dz, saved, self.params[at], shape, layer, position > 0
+                )
+        return total, grads

@@ -1,5 +1,6 @@
-"""PyTorch eager: nn.Linear layers (W7: nn.BatchNorm1d, nn.Dropout),
-F.*_with_logits / F.cross_entropy, torch.optim."""
+"""PyTorch eager: nn.Linear layers (W7: nn.BatchNorm1d, nn.Dropout; W5, W6:
+nn.Conv2d, nn.MaxPool2d, nn.Flatten), F.*_with_logits / F.cross_entropy,
+torch.optim."""
 
 from __future__ import annotations
 
@@ -50,15 +51,27 @@ class Trainer:
             raise ValueError("fixed masks: the agreement run is unshuffled")
         torch.manual_seed(workload.seed)  # nn.Dropout's masks
         layers, self.norms, self.dropouts = [], [], []
-        width, dense, last = workload.sizes[0], 0, len(workload.activations) - 1
-        for layer in workload.layers:
+        dense, last = 0, len(workload.activations) - 1
+        for layer, shape in zip(workload.layers, workload.shapes, strict=False):
+            width = shape[0]  # features, or channels of an image
             if layer["kind"] == "dense":
                 linear = torch.nn.Linear(width, layer["units"], dtype=torch.float32)
                 layers.append(linear)
-                width = layer["units"]
                 if dense < last:
                     layers.append(_activation(layer["activation"]))
                 dense += 1
+            elif layer["kind"] == "conv2d":
+                layers.append(torch.nn.Conv2d(
+                    width, layer["filters"], layer["kernel"], stride=layer["stride"],
+                    padding=layer["padding"], dilation=layer["dilation"],
+                ))  # fmt: skip
+                layers.append(_activation(layer["activation"]))
+            elif layer["kind"] == "max_pool2d":
+                layers.append(torch.nn.MaxPool2d(
+                    layer["kernel"], layer["stride"], layer["padding"]
+                ))  # fmt: skip
+            elif layer["kind"] == "flatten":
+                layers.append(torch.nn.Flatten())
             elif layer["kind"] == "batch_norm":
                 norm = torch.nn.BatchNorm1d(width, eps=layer["eps"],
                                             momentum=layer["momentum"],
