@@ -910,7 +910,9 @@ def sweep(
     a ``distributed.Client`` uses its cluster; ``"synchronous"`` runs every
     trial in this process on Dask's synchronous scheduler. callback(trial,
     epoch, logs), called on the worker after each epoch (``trial``: its
-    point, fold and values), returns True to stop that trial. out: a CSV
+    point, fold and values), returns True to stop that trial; it travels
+    to the workers pickled (a function of an installed module, or one
+    defined locally, which is pickled by value). out: a CSV
     file: rows are appended to ``out.partial`` as they finish and ``out`` is
     written atomically at the end (an existing file needs ``force``).
     progress: a bar over trials on stderr. Ctrl-C raises
