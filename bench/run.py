@@ -2,7 +2,8 @@
 one jit) and plain NumPy on four workloads (W1-W4), issue 14's CNNs (W5, W6) and
 issue 13's W7 (batch norm and dropout), float32, 2 threads everywhere.
 
-    python bench/run.py                 # full (~5 min): 7 repeats, scaling view, depth curve
+    python bench/run.py                 # full (~5 min): 7 repeats, scaling view, depth curve,
+                                        # then bench/sweep.py (issue 17, ~1 min)
     python bench/run.py --quick         # under 2.5 minutes, no scaling view
     python bench/run.py --quick --scaling --workloads W3,W4 --impls derive,jax
     python bench/run.py --threads 1     # when the cores are shared (see results.md)
@@ -678,6 +679,14 @@ def main(argv=None) -> None:
     RAW.parent.mkdir(exist_ok=True)
     RAW.write_text(json.dumps(raw, indent=1), encoding="utf-8")
     report(raw)
+    if not args.quick:  # issue 17: bench/sweep.py's section, appended to results.md
+        try:
+            section = run_script(["bench/sweep.py"], bench_env(), 1200)
+        except Exception as exc:
+            section = f"\n## Sweep (issue 17)\n\nbench/sweep.py failed: {exc}\n"
+        print(section)
+        with open(HERE / "results.md", "a", encoding="utf-8") as fh:
+            fh.write(section)
 
 
 def report(raw: dict) -> None:

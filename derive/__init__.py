@@ -41,6 +41,8 @@ _LAZY = {
     "load_spec": "spec",
     "parse_spec": "spec",
     "spec_from_dict": "spec",
+    "SweepResult": "sweeps",
+    "sweep": "sweeps",
 }
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Spec",
     "SpecDiff",
     "SpecError",
+    "SweepResult",
     "Table",
     "WorkedExample",
     "__version__",
@@ -66,6 +69,7 @@ __all__ = [
     "load_table",
     "parse_spec",
     "spec_from_dict",
+    "sweep",
     "worked_example",
     "write_module",
 ]
@@ -94,3 +98,4 @@ if TYPE_CHECKING:
     from .present.explain import Explanation, explain
     from .present.worked import WorkedExample, worked_example
     from .spec import Spec, load_spec, parse_spec, spec_from_dict
+    from .sweeps import SweepResult, sweep

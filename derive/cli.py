@@ -1,5 +1,5 @@
 """The ``derive`` command line: explain, generate, fit, predict, export, demo (and
-check, diff, report: :mod:`derive.cli_trust`).
+check, diff, report: :mod:`derive.cli_trust`; sweep: :mod:`derive.cli_sweep`).
 
 Bad input (a spec, a path, a data file, an argument) is one clear message on
 stderr and exit code 2, never a traceback; ``generate --check`` exits 1 when a
@@ -167,10 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_trust import add_parsers
 
     _TRUST_HANDLERS.update(add_parsers(sub))
+    from .cli_sweep import add_parser as add_sweep_parser
+
+    _TRUST_HANDLERS.update(add_sweep_parser(sub))
     return parser
 
 
-#: the handlers of the commands derive/cli_trust.py adds (filled by _parser)
+#: the handlers of the commands derive/cli_trust.py and derive/cli_sweep.py add
+#: (filled by _parser)
 _TRUST_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 

@@ -123,12 +123,12 @@ def cache_dir() -> Path:
 
 #: The files whose code decides what a spec generates: everything of derive but
 #: the runtime side (cli, network, data, plots, datasets, the scikit-learn
-#: estimators, the explanations and the exporters), so
+#: estimators, the sweep, the explanations and the exporters), so
 #: editing that keeps the compiled modules, while a new generator file is never
 #: missed. The templates count too.
 _RUNTIME_SIDE = {
     "__init__.py", "__main__.py", "cli.py", "network.py", "data.py", "plots.py",
-    "datasets.py", "cli_trust.py", "sklearn.py",
+    "datasets.py", "cli_trust.py", "sklearn.py", "sweeps.py", "cli_sweep.py",
 }  # fmt: skip
 
 
