@@ -316,6 +316,42 @@ def run_workload(impl, workload, target_s, repeats, *, with_check=True) -> dict:
 
 
 # ----------------------------------------------------------------------- GEMM
+def _numba_dot():
+    """``gemm(a, b, out)``: Numba's np.dot (SciPy's BLAS, what the generated
+    modules call)."""
+    import numba
+
+    @numba.njit
+    def numba_gemm(a, b, out):
+        np.dot(a, b, out)
+
+    return numba_gemm
+
+
+def _step_rate(step, flops: float, repeats: int, inner: int) -> float:
+    """FLOP/s of ``step`` (``flops`` per call): the median over ``repeats`` of
+    ``inner`` calls, after one warm-up call."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            step()
+        times.append((time.perf_counter() - start) / inner)
+    return flops / statistics.median(times)
+
+
+def _square_rate() -> float:
+    """FLOP/s of NumPy's float32 1024^3 GEMM (10 calls after a warm-up)."""
+    square = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    out = np.empty_like(square)
+    np.dot(square, square, out=out)
+    start = time.perf_counter()
+    for _ in range(10):
+        np.dot(square, square, out=out)
+    return 10 * 2 * 1024**3 / (time.perf_counter() - start)
+
+
 def gemm_probe(workload, repeats: int) -> dict:
     """float32 GEMM rate on the GEMMs of one training step of ``workload``.
 
@@ -324,7 +360,6 @@ def gemm_probe(workload, repeats: int) -> dict:
     through NumPy's np.dot and through Numba's np.dot (SciPy's BLAS, what the
     generated module calls). The GEMM bound is batch / (time of those products).
     """
-    import numba
 
     B, sizes = workload.batch_size, workload.sizes
     rng = np.random.default_rng(0)
@@ -348,9 +383,7 @@ def gemm_probe(workload, repeats: int) -> dict:
             if i:
                 np.dot(deltas[i], W, out=backs[i])
 
-    @numba.njit
-    def numba_gemm(a, b, out):
-        np.dot(a, b, out)
+    numba_gemm = _numba_dot()
 
     def numba_step():
         for i, W in enumerate(Ws):
@@ -359,25 +392,9 @@ def gemm_probe(workload, repeats: int) -> dict:
             if i:
                 numba_gemm(deltas[i], W, backs[i])
 
-    def best_rate(step):
-        step()
-        inner = 20
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(inner):
-                step()
-            times.append((time.perf_counter() - start) / inner)
-        return flops / statistics.median(times)
-
-    square = arr(1024, 1024)
-    out = np.empty_like(square)
-    np.dot(square, square, out=out)
-    start = time.perf_counter()
-    for _ in range(10):
-        np.dot(square, square, out=out)
-    square_rate = 10 * 2 * 1024**3 / (time.perf_counter() - start)
-    rate_numpy, rate_numba = best_rate(numpy_step), best_rate(numba_step)
+    square_rate = _square_rate()
+    rate_numpy = _step_rate(numpy_step, flops, repeats, inner=20)
+    rate_numba = _step_rate(numba_step, flops, repeats, inner=20)
     rate = max(rate_numpy, rate_numba)
     return {
         "weights": P,
@@ -398,7 +415,6 @@ def products_probe(workload, repeats: int) -> dict:
     The GEMM bound is batch / (time of those products) at the faster of the
     two; ``bound_square`` is the bound at the 1024^3 rate instead (the
     products' FLOPs at a large square GEMM's speed)."""
-    import numba
 
     rng = np.random.default_rng(0)
 
@@ -416,9 +432,7 @@ def products_probe(workload, repeats: int) -> dict:
         calls.append((a, b, np.empty((M, N), np.float32)))
     flops = sum(2 * M * K * N for _, M, K, N in workload.step_products())
 
-    @numba.njit
-    def numba_gemm(a, b, out):
-        np.dot(a, b, out)
+    numba_gemm = _numba_dot()
 
     def numpy_step():
         for a, b, out in calls:
@@ -428,24 +442,9 @@ def products_probe(workload, repeats: int) -> dict:
         for a, b, out in calls:
             numba_gemm(a, b, out)
 
-    def rate(step):
-        step()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(5):
-                step()
-            times.append((time.perf_counter() - start) / 5)
-        return flops / statistics.median(times)
-
-    square = arr(1024, 1024)
-    out = np.empty_like(square)
-    np.dot(square, square, out=out)
-    start = time.perf_counter()
-    for _ in range(10):
-        np.dot(square, square, out=out)
-    square_rate = 10 * 2 * 1024**3 / (time.perf_counter() - start)
-    rate_numpy, rate_numba = rate(numpy_step), rate(numba_step)
+    square_rate = _square_rate()
+    rate_numpy = _step_rate(numpy_step, flops, repeats, inner=5)
+    rate_numba = _step_rate(numba_step, flops, repeats, inner=5)
     per_sample = flops / workload.batch_size
     return {
         "flops_per_sample": per_sample,
