@@ -235,14 +235,19 @@ def test_rows_written_as_they_arrive(tmp_path):
         derive.sweep(_spec(), X, y, {}, cv=CV, client="synchronous", out=out)
 
 
-@pytest.mark.parametrize("where", ["synchronous", "local cluster"])
-def test_ctrl_c_stops_and_keeps_finished_rows(tmp_path, where):
+def _circles_csv(path):
+    """120 two-circles points as a CSV (x1, x2, label) at ``path``."""
     X, y = make_circles(120, factor=0.3, noise=0.1, seed=3)
-    data = tmp_path / "points.csv"
-    data.write_text(
+    path.write_text(
         "x1,x2,label\n"
         + "".join(f"{a!r},{b!r},{c}\n" for (a, b), c in zip(X.tolist(), y, strict=True))
     )
+    return path
+
+
+@pytest.mark.parametrize("where", ["synchronous", "local cluster"])
+def test_ctrl_c_stops_and_keeps_finished_rows(tmp_path, where):
+    data = _circles_csv(tmp_path / "points.csv")
     out = tmp_path / "rows.csv"
     partial = tmp_path / "rows.csv.partial"
     command = [sys.executable, "-m", "derive", "sweep", str(SPEC_FILE), "--data",
@@ -286,12 +291,7 @@ def _cli(capsys, *args):
 
 
 def test_cli_sweep_and_its_exit_codes(tmp_path, capsys):
-    X, y = make_circles(120, factor=0.3, noise=0.1, seed=3)
-    data = tmp_path / "points.csv"
-    data.write_text(
-        "x1,x2,label\n"
-        + "".join(f"{a!r},{b!r},{c}\n" for (a, b), c in zip(X.tolist(), y, strict=True))
-    )
+    data = _circles_csv(tmp_path / "points.csv")
     spec = tmp_path / "net.toml"
     spec.write_text(_spec().to_toml())
     out, plot = tmp_path / "rows.csv", tmp_path / "rows.png"
