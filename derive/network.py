@@ -14,6 +14,7 @@ shape (n,) or (n, outputs).
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import sys
@@ -777,14 +778,7 @@ class _Plan:
             return self.local.buffers
 
 
-_PLANS: dict[ModuleType, _Plan] = {}
-
-
-def _plan(module: ModuleType) -> _Plan:
-    plan = _PLANS.get(module)
-    if plan is None:
-        plan = _PLANS[module] = _Plan(module)
-    return plan
+_plan = functools.cache(_Plan)  # one plan per generated module
 
 
 def _split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
