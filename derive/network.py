@@ -412,7 +412,7 @@ class Network:
             or not flags.c_contiguous
             or not flags.writeable
             or self.buffers
-            or not np.isfinite(X).all()  # the checked path names the value
+            or not plan.all_finite(X)  # the checked path names the value
         ):
             return None
         views = self._checked_params()
@@ -765,6 +765,9 @@ class _Plan:
         self.forward = module._forward
         self.kernel_input = module._kernel_input
         self.output = int(module._OUTPUT_BUFFER)
+        from .rowcheck import all_finite  # Numba: here, not at import derive
+
+        self.all_finite = all_finite
         #: per thread: the forward's work buffers for one row (reused by each
         #: one-row predict of that thread, which copies its output out)
         self.local = threading.local()

@@ -221,6 +221,23 @@ def test_fast_path_bad_rows_keep_their_messages():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_paths_finiteness_check_against_numpy(dtype):
+    from derive.rowcheck import all_finite
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(0, 1, (5, 7)).astype(dtype)
+    X[0, 0] = np.finfo(dtype).max  # large but finite
+    X[1, 1] = np.finfo(dtype).tiny / 2  # subnormal
+    assert all_finite(X) and np.isfinite(X).all()
+    for bad in (np.nan, np.inf, -np.inf):
+        for r, c in ((0, 0), (4, 6), (2, 3)):
+            Y = X.copy()
+            Y[r, c] = bad
+            assert not all_finite(Y)
+    assert all_finite(np.zeros((0, 7), dtype))  # no values: nothing infinite
+
+
 def test_parameters_set_to_nan_through_the_api_are_reported(tmp_path):
     X, y = softmax_rows()
     net = Network(SOFTMAX).fit(X, y, epochs=1)
