@@ -35,6 +35,10 @@ import warnings
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 SPEC_NAME = "seed002_regression"
 GENERATOR_VERSION = "0.3.0"
@@ -177,9 +181,49 @@ _DELTA_BUFFERS = (
 )
 _OUTPUT_BUFFER = 5  # the network's output among _FORWARD_BUFFERS
 _INPUT_ROWS = False  # a BLAS first layer reads XT as a transposed row-major array
+# _train's work vectors (_train_work): floats per column of a batch, fixed; ints
+_TRAIN_WORK = (21, 0, 0, 0)
 # the hyper-parameters the jitted update reads, in order
 _HYPER_KEYS = ("momentum", "dampening", "nesterov", "weight_decay")
 _STATE_SLOTS = 1
+
+
+# A C-contiguous view of flat[start : start + prod(shape)] with the given shape.
+# The kernels' own slicing and reshape would do, but each compiles bounds and
+# layout checks with an error path, ten times the code of this view, and _train
+# makes one per parameter, gradient and buffer: the views are carved out by the
+# code generator, which sizes the vectors (_TRAIN_WORK), so no check is needed.
+@intrinsic
+def _view(typingctx, flat, start, shape):
+    """flat: a 1-D C-contiguous array; start: an integer offset into it, in
+    elements; shape: a tuple of integers. Returns an array of flat's dtype and
+    that shape, C-contiguous, sharing flat's memory (and keeping it alive)."""
+    ndim = len(shape)
+    view_type = numba.types.Array(flat.dtype, ndim, "C")
+
+    def codegen(context, builder, signature, args):
+        flat_value, offset, dims = args
+        source = make_array(signature.args[0])(context, builder, flat_value)
+        view = make_array(view_type)(context, builder)
+        item = context.get_abi_sizeof(context.get_data_type(flat.dtype))
+        itemsize = context.get_constant(numba.types.intp, item)
+        extents = cgutils.unpack_tuple(builder, dims, ndim)
+        strides, stride = [], itemsize
+        for extent in reversed(extents):  # C order: the last axis is contiguous
+            strides.insert(0, stride)
+            stride = builder.mul(stride, extent)
+        populate_array(
+            view,
+            data=builder.gep(source.data, [offset]),
+            shape=extents,
+            strides=strides,
+            itemsize=itemsize,
+            meminfo=source.meminfo,
+            parent=source.parent,
+        )
+        return impl_ret_borrowed(context, builder, view_type, view._getvalue())
+
+    return view_type(flat, start, shape), codegen
 
 
 # Each jitted function below holds its whole computation (the forward, loss and
@@ -449,12 +493,6 @@ def _epoch_order(seed, epoch_index, order):
 
 @numba.njit(cache=True, error_model="numpy")
 def _train(
-    W1,
-    b1,
-    W2,
-    b2,
-    W3,
-    b3,
     theta,
     grad,
     slots,
@@ -473,23 +511,8 @@ def _train(
     status,
     saved_theta,
     saved_slots,
-    grad_W1,
-    grad_b1,
-    grad_W2,
-    grad_b2,
-    grad_W3,
-    grad_b3,
-    XT,
-    YT,
-    z1,
-    a1,
-    z2,
-    a2,
-    z3,
-    a3,
-    delta1,
-    delta2,
-    delta3,
+    work,
+    iwork,
 ):
     """Mini-batch training for len(lrs) epochs in one call.
 
@@ -503,14 +526,41 @@ def _train(
     parameter; the epoch; the batch's first row and rows; the step count at the
     epoch's start) and saved_* the state at the epoch's start. A last batch of
     rows < batch_size rows runs padded to batch_size columns with zero inputs
-    and a zero output delta, so the padding adds nothing. The buffers are
-    allocated by the caller (in NumPy, which also spares Numba compiling
-    np.zeros).
+    and a zero output delta, so the padding adds nothing. The work vectors
+    (work, iwork; _train_work) are allocated by the caller (in NumPy, which also
+    spares Numba compiling np.zeros); the parameters, gradients and buffers are
+    views of theta, grad, work and iwork made here, which keeps the argument
+    count, and so the compile time, the same for any depth.
     """
     n_rows = X_all.shape[0]
-    # the work buffers (_train_buffers) have one column per sample of a batch; a
+    # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
-    cols = YT.shape[1]
+    cols = min(batch_size, n_rows)
+    # the parameters and gradients: views of theta and grad, as the kernels index them
+    W1 = _view(theta, 0, (3, 2))
+    grad_W1 = _view(grad, 0, (3, 2))
+    b1 = _view(theta, 6, (3,))
+    grad_b1 = _view(grad, 6, (3,))
+    W2 = _view(theta, 9, (2, 3))
+    grad_W2 = _view(grad, 9, (2, 3))
+    b2 = _view(theta, 15, (2,))
+    grad_b2 = _view(grad, 15, (2,))
+    W3 = _view(theta, 17, (1, 2))
+    grad_W3 = _view(grad, 17, (1, 2))
+    b3 = _view(theta, 19, (1,))
+    grad_b3 = _view(grad, 19, (1,))
+    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    XT = _view(work, 0, (2, cols))
+    YT = _view(work, 2 * cols, (1, cols))
+    z1 = _view(work, 3 * cols, (3, cols))
+    a1 = _view(work, 6 * cols, (3, cols))
+    z2 = _view(work, 9 * cols, (2, cols))
+    a2 = _view(work, 11 * cols, (2, cols))
+    z3 = _view(work, 13 * cols, (1, cols))
+    a3 = _view(work, 14 * cols, (1, cols))
+    delta1 = _view(work, 15 * cols, (3, cols))
+    delta2 = _view(work, 18 * cols, (2, cols))
+    delta3 = _view(work, 20 * cols, (1, cols))
     # hyper-parameters in the module's dtype, so the update loop stays in it
     momentum = np.float64(hyper[0])
     damping_keep = np.float64(1.0 - hyper[1])  # 1 - dampening
@@ -876,18 +926,13 @@ def _deltas(rows):
     return _allocate([_DELTA_BUFFERS], rows)
 
 
-def _train_buffers(cols):
-    """_train's work buffers for batches of up to cols rows (zeroed: the padding)."""
-    # XT, one column per sample; for a BLAS first layer the transpose of a
-    # row-major array, so each sample's inputs are gathered into contiguous
-    # memory and BLAS reads them with a transpose flag
-    if _INPUT_ROWS:
-        XT = np.zeros((cols, N_INPUT), dtype=DTYPE).T
-    else:
-        XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
-    buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
-    groups = [_FORWARD_BUFFERS, _TRAINING_BUFFERS, _DELTA_BUFFERS]
-    return buffers + _allocate(groups, cols, np.zeros)
+def _train_work(cols):
+    """_train's work vectors for batches of up to cols rows, zeroed (the padding):
+    floats (XT, YT and the float buffers) and ints, whose views _train makes."""
+    per_col, fixed, int_per_col, int_fixed = _TRAIN_WORK
+    work = np.zeros(per_col * cols + fixed, dtype=DTYPE)
+    iwork = np.zeros(int_per_col * cols + int_fixed, dtype=np.int64)
+    return work, iwork
 
 
 def _check_buffers(buffers):
@@ -1196,8 +1241,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
-    grads = [_kernel_view(g) for g in _flat_views(grad)]
-    work = _train_buffers(min(batch_size, n))
+    work, iwork = _train_work(min(batch_size, n))
     if X_val is not None:
         X_val_kernel = _kernel_input(X_val)
         val_work = _buffers(X_val.shape[0])
@@ -1205,7 +1249,6 @@ def fit(
     # params receive it after every call
     theta = np.concatenate([p.reshape(-1) for p in params])
     views = _flat_views(theta)
-    kernel_views = [_kernel_view(v) for v in views]
     order = np.arange(n, dtype=np.int64)
     # what the loop reports when training diverges, and the state at the start
     # of each epoch, restored if that epoch diverges
@@ -1228,10 +1271,10 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
-            bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, status, saved_theta,
-            saved_slots, *grads, *work, *state_buffers, *saved_state,
+            theta, grad, tuple(state["buffers"]), X, Y, order, bool(shuffle), seed,
+            first + done, lrs[done : done + count], batch_size, clip_norm, hyper,
+            state["step"], totals, status, saved_theta, saved_slots, work, iwork,
+            *state_buffers, *saved_state,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         if status[0]:

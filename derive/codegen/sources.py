@@ -1,9 +1,9 @@
 """The hand-written code generated modules carry, read from real Python files.
 
 ``runtime/runtime.py`` (the public API), ``runtime/check.py`` (the gradient
-self-test), ``runtime/blas.py`` (the gemm declaration) and
-``runtime/helpers.py`` (scalar helpers) are ordinary, linted
-modules; a generated module includes the part of each below its marker line, or
+self-test), ``runtime/blas.py`` (the gemm declaration), ``runtime/views.py``
+(_train's array views) and ``runtime/helpers.py`` (scalar helpers) are
+ordinary, linted modules; a generated module includes the part of each below its marker line, or
 one helper function whole, verbatim.
 """
 
@@ -39,6 +39,11 @@ def check_source() -> str:
 def blas_source() -> str:
     """The gemm declaration of modules whose products call BLAS."""
     return _included("blas.py")
+
+
+def views_source() -> str:
+    """The view intrinsic _train carves its arrays out of flat vectors with."""
+    return _included("views.py")
 
 
 def frozen_source() -> str:

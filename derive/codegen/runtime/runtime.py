@@ -23,7 +23,7 @@ from .module_names import (
     _DELTA_BUFFERS,
     _FORWARD_BUFFERS,
     _HYPER_KEYS,
-    _INPUT_ROWS,
+    _TRAIN_WORK,
     _MASKS,
     _MIN_TRAINING_ROWS,
     _OUTPUT_BUFFER,
@@ -209,18 +209,13 @@ def _deltas(rows):
     return _allocate([_DELTA_BUFFERS], rows)
 
 
-def _train_buffers(cols):
-    """_train's work buffers for batches of up to cols rows (zeroed: the padding)."""
-    # XT, one column per sample; for a BLAS first layer the transpose of a
-    # row-major array, so each sample's inputs are gathered into contiguous
-    # memory and BLAS reads them with a transpose flag
-    if _INPUT_ROWS:
-        XT = np.zeros((cols, N_INPUT), dtype=DTYPE).T
-    else:
-        XT = np.zeros((N_INPUT, cols), dtype=DTYPE)
-    buffers = [XT, np.zeros((N_OUTPUT, cols), dtype=DTYPE)]
-    groups = [_FORWARD_BUFFERS, _TRAINING_BUFFERS, _DELTA_BUFFERS]
-    return buffers + _allocate(groups, cols, np.zeros)
+def _train_work(cols):
+    """_train's work vectors for batches of up to cols rows, zeroed (the padding):
+    floats (XT, YT and the float buffers) and ints, whose views _train makes."""
+    per_col, fixed, int_per_col, int_fixed = _TRAIN_WORK
+    work = np.zeros(per_col * cols + fixed, dtype=DTYPE)
+    iwork = np.zeros(int_per_col * cols + int_fixed, dtype=np.int64)
+    return work, iwork
 
 
 def _check_buffers(buffers):
@@ -529,8 +524,7 @@ def fit(
     lrs = schedule_lrs(lr, schedule, first, first + epochs, step_size, gamma, min_lr)
     hyper = _hyper_array()
     grad = np.empty(_N_PARAMS, dtype=DTYPE)  # the flat gradient, for every step
-    grads = [_kernel_view(g) for g in _flat_views(grad)]
-    work = _train_buffers(min(batch_size, n))
+    work, iwork = _train_work(min(batch_size, n))
     if X_val is not None:
         X_val_kernel = _kernel_input(X_val)
         val_work = _buffers(X_val.shape[0])
@@ -538,7 +532,6 @@ def fit(
     # params receive it after every call
     theta = np.concatenate([p.reshape(-1) for p in params])
     views = _flat_views(theta)
-    kernel_views = [_kernel_view(v) for v in views]
     order = np.arange(n, dtype=np.int64)
     # what the loop reports when training diverges, and the state at the start
     # of each epoch, restored if that epoch diverges
@@ -561,10 +554,10 @@ def fit(
         totals = np.empty(count)
         started = time.perf_counter()
         _train(
-            *kernel_views, theta, grad, tuple(state["buffers"]), X, Y, order,
-            bool(shuffle), seed, first + done, lrs[done : done + count], batch_size,
-            clip_norm, hyper, state["step"], totals, status, saved_theta,
-            saved_slots, *grads, *work, *state_buffers, *saved_state,
+            theta, grad, tuple(state["buffers"]), X, Y, order, bool(shuffle), seed,
+            first + done, lrs[done : done + count], batch_size, clip_norm, hyper,
+            state["step"], totals, status, saved_theta, saved_slots, work, iwork,
+            *state_buffers, *saved_state,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         if status[0]:
