@@ -64,6 +64,24 @@ _positive_float = _number_type(
 _fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+_TARGET_HELP = (
+    "target column(s) of a CSV (comma list for several outputs; default: the last)"
+)
+
+
+def _add_data_arguments(
+    parser: argparse.ArgumentParser, *, required: bool, target_help: str = _TARGET_HELP
+) -> None:
+    """Add ``--data FILE`` and ``--target COLUMNS``, the file and target columns
+    :func:`_read_data` reads: required by fit, predict and sweep; optional for
+    explain and report, where the file holds the sample of a worked example."""
+    data_help = (
+        "CSV with header, or .npz" if required else "CSV or .npz holding the sample"
+    )
+    parser.add_argument("--data", type=Path, required=required, help=data_help)
+    parser.add_argument("--target", help=target_help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="derive",
@@ -80,8 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="TOML spec file")
     p.add_argument("--format", choices=["text", "latex", "markdown"], default="text")
     p.add_argument("--weights", type=Path, help="a model file from `derive fit`")
-    p.add_argument("--data", type=Path, help="CSV or .npz holding the sample")
-    p.add_argument("--target", help="target column(s) of a CSV (default: the last)")
+    _add_data_arguments(p, required=False)
     p.add_argument(
         "--sample", type=_row_number, default=0, help="row of --data (from 0)"
     )
@@ -114,11 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="train a spec's network on a CSV or .npz file")
     p.add_argument("spec", type=Path, help="TOML spec file")
-    p.add_argument("--data", type=Path, required=True, help="CSV with header, or .npz")
-    p.add_argument(
-        "--target",
-        help="target column (comma list for several outputs; default: the last)",
-    )
+    _add_data_arguments(p, required=True)
     p.add_argument(
         "--val-split",
         type=_fraction,
@@ -134,8 +147,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with a model from `derive fit`")
     p.add_argument("model", type=Path, help="model file (.npz from `derive fit`)")
-    p.add_argument("--data", type=Path, required=True, help="CSV with header, or .npz")
-    p.add_argument("--target", help="target column(s), if present (default: by name)")
+    _add_data_arguments(
+        p, required=True, target_help="target column(s), if present (default: by name)"
+    )
     p.add_argument("--out", type=Path, help="CSV of predictions (default: stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 

@@ -15,7 +15,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def add_parser(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     """Add ``sweep`` to ``sub``; returns its handler by name."""
-    from .cli import _positive_int
+    from .cli import _add_data_arguments, _positive_int
 
     p = sub.add_parser(
         "sweep",
@@ -28,11 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "trained on every fold; one CSV row per trial.",
     )
     p.add_argument("spec", type=Path, help="TOML spec file (the base of the grid)")
-    p.add_argument("--data", type=Path, required=True, help="CSV with header, or .npz")
-    p.add_argument(
-        "--target",
-        help="target column (comma list for several outputs; default: the last)",
-    )
+    _add_data_arguments(p, required=True)
     p.add_argument(
         "--grid",
         action="append",

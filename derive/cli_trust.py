@@ -23,7 +23,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     """Add check, diff and report to ``sub``; returns their handlers by name."""
-    from .cli import _positive_int, _row_number
+    from .cli import _add_data_arguments, _positive_int, _row_number
 
     p = sub.add_parser(
         "check",
@@ -64,8 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--weights", type=Path, help="a model file from `derive fit`")
-    p.add_argument("--data", type=Path, help="CSV or .npz holding the sample")
-    p.add_argument("--target", help="target column(s) of a CSV (default: the last)")
+    _add_data_arguments(p, required=False)
     p.add_argument(
         "--sample", type=_row_number, default=0, help="row of --data (from 0)"
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ os.environ.setdefault(
     "DERIVE_CACHE_DIR", str(ROOT / ".pytest_cache" / "derive_modules")
 )
 
+# The key under which a torch comparison stores its worst relative gradient
+# error in its report's user_properties.
+TORCH_ERROR = "torch_worst_relative_gradient_error"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -21,3 +26,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite generated/ from the example specs instead of failing on a diff",
     )
+
+
+@pytest.fixture
+def record_torch_error(request: pytest.FixtureRequest) -> Callable[[float], None]:
+    """Records a comparison's worst relative gradient error against torch in the
+    test's report (user_properties), which pytest-xdist workers send to the
+    controller: ``pytest_terminal_summary`` prints the worst one per file."""
+
+    def record(error: float) -> None:
+        request.node.user_properties.append((TORCH_ERROR, float(error)))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The worst relative gradient error against torch per test file, over every
+    recorded comparison of the run (passed or failed, on any worker)."""
+    worst: dict[str, tuple[float, str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for key, error in getattr(report, "user_properties", ()):
+                if key != TORCH_ERROR:
+                    continue
+                path, _, test = report.nodeid.partition("::")
+                if path not in worst or error > worst[path][0]:
+                    worst[path] = (error, test)
+    if not worst:
+        return
+    terminalreporter.write_sep("-", "worst relative gradient error against torch")
+    for path, (error, test) in sorted(worst.items()):
+        terminalreporter.write_line(f"{path}: {error:.3g} ({test})")

@@ -335,11 +335,8 @@ def _torch_loss_and_grad(data: dict, params, X, Y):
     return float(loss.detach()), [t.grad.numpy() for t in tensors]
 
 
-TORCH_WORST: dict[str, float] = {}
-
-
 @pytest.mark.parametrize("name", sorted(CHAINS))
-def test_module_matches_torch_float64(name):
+def test_module_matches_torch_float64(name, record_torch_error):
     data = CHAINS[name]
     module = derive.build(_spec(data))
     params, X, Y = _case(module, 4, seed=7)
@@ -350,18 +347,8 @@ def test_module_matches_torch_float64(name):
         float(np.max(np.abs(g - t)) / max(np.max(np.abs(t)), 1e-300))
         for g, t in zip(grads, torch_grads, strict=True)
     )
-    TORCH_WORST[name] = worst
+    record_torch_error(worst)
     assert worst <= 1e-11, f"{name}: worst relative gradient error {worst:.3g}"
-
-
-def test_torch_worst_error_report():
-    """Prints the worst relative gradient error against torch (runs after them)."""
-    if not TORCH_WORST:
-        pytest.skip("the torch comparisons did not run")
-    name = max(TORCH_WORST, key=TORCH_WORST.get)
-    print(
-        f"\nworst relative gradient error against torch: {TORCH_WORST[name]:.3g} ({name})"
-    )
 
 
 # ------------------------------------------------------- finite differences

@@ -197,11 +197,8 @@ def _torch_loss(data, out, Y):
     return torch.nn.functional.mse_loss(out, target)
 
 
-TORCH_WORST: dict[str, float] = {}
-
-
 @pytest.mark.parametrize("name", ["vector_bn_dropout_residual", "conv_bn_ln_residual"])
-def test_training_mode_matches_torch_float64(name):
+def test_training_mode_matches_torch_float64(name, record_torch_error):
     torch = pytest.importorskip("torch")
     data = CHAINS[name]
     module = _module(data)
@@ -213,7 +210,7 @@ def test_training_mode_matches_torch_float64(name):
     loss.backward()
     assert value == pytest.approx(float(loss.detach()), rel=1e-12)
     worst = _worst(grads, [t.grad.numpy() for t in tensors])
-    TORCH_WORST[name] = worst
+    record_torch_error(worst)
     assert worst <= 1e-11
 
 
@@ -269,15 +266,6 @@ def test_dropout_matches_torch_semantics():
     expected = np.mean(((X * masks[0] / 0.6) @ W.T + b - Y) ** 2)
     assert value == pytest.approx(expected, rel=1e-13)
     np.testing.assert_allclose(module.predict(params, X), X @ W.T + b, rtol=1e-13)
-
-
-def test_torch_worst_error_report():
-    if not TORCH_WORST:
-        pytest.skip("the torch comparisons did not run")
-    name = max(TORCH_WORST, key=TORCH_WORST.get)
-    print(
-        f"\nworst relative gradient error against torch: {TORCH_WORST[name]:.3g} ({name})"
-    )
 
 
 # ------------------------------------------------------- finite differences
