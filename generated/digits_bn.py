@@ -741,7 +741,7 @@ def _train(
     # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
     cols = min(batch_size, n_rows)
-    # the parameters and gradients: views of theta and grad, as the kernels index them
+    # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (32, 64))
     grad_W1 = _view(grad, 0, (32, 64))
     b1 = _view(theta, 2048, (32,))
@@ -754,7 +754,7 @@ def _train(
     grad_W3 = _view(grad, 2144, (10, 32))
     b3 = _view(theta, 2464, (10,))
     grad_b3 = _view(grad, 2464, (10,))
-    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    # the work buffers, one column per sample (floats, ints)
     XT = _view(work, 0, (cols, 64)).T
     YT = _view(work, 64 * cols, (10, cols))
     z1 = _view(work, 74 * cols, (32, cols))

@@ -666,7 +666,7 @@ def _train(
     # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
     cols = min(batch_size, n_rows)
-    # the parameters and gradients: views of theta and grad, as the kernels index them
+    # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (8, 9))
     grad_W1 = _view(grad, 0, (8, 9))
     b1 = _view(theta, 72, (8,))
@@ -675,7 +675,7 @@ def _train(
     grad_W4 = _view(grad, 80, (10, 128))
     b4 = _view(theta, 1360, (10,))
     grad_b4 = _view(grad, 1360, (10,))
-    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    # the work buffers, one column per sample (floats, ints)
     XT = _view(work, 0, (cols, 64)).T
     YT = _view(work, 64 * cols, (10, cols))
     cols1 = _view(work, 74 * cols, (576, cols))

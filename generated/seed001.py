@@ -553,7 +553,7 @@ def _train(
     # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
     cols = min(batch_size, n_rows)
-    # the parameters and gradients: views of theta and grad, as the kernels index them
+    # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (3, 2))
     grad_W1 = _view(grad, 0, (3, 2))
     b1 = _view(theta, 6, (3,))
@@ -566,7 +566,7 @@ def _train(
     grad_W3 = _view(grad, 17, (1, 2))
     b3 = _view(theta, 19, (1,))
     grad_b3 = _view(grad, 19, (1,))
-    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    # the work buffers, one column per sample (floats, ints)
     XT = _view(work, 0, (2, cols))
     YT = _view(work, 2 * cols, (1, cols))
     z1 = _view(work, 3 * cols, (3, cols))

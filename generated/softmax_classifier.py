@@ -637,7 +637,7 @@ def _train(
     # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
     cols = min(batch_size, n_rows)
-    # the parameters and gradients: views of theta and grad, as the kernels index them
+    # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (32, 4))
     grad_W1 = _view(grad, 0, (32, 4))
     b1 = _view(theta, 128, (32,))
@@ -650,7 +650,7 @@ def _train(
     grad_W3 = _view(grad, 688, (3, 16))
     b3 = _view(theta, 736, (3,))
     grad_b3 = _view(grad, 736, (3,))
-    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    # the work buffers, one column per sample (floats, ints)
     XT = _view(work, 0, (4, cols))
     YT = _view(work, 4 * cols, (3, cols))
     z1 = _view(work, 7 * cols, (32, cols))

@@ -451,7 +451,7 @@ def _train(
     # the work buffers (_train_work) have one column per sample of a batch; a
     # smaller last batch fills its first columns and zeroes the rest
     cols = min(batch_size, n_rows)
-    # the parameters and gradients: views of theta and grad, as the kernels index them
+    # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (16, 1))
     grad_W1 = _view(grad, 0, (16, 1))
     b1 = _view(theta, 16, (16,))
@@ -460,7 +460,7 @@ def _train(
     grad_W2 = _view(grad, 32, (1, 16))
     b2 = _view(theta, 48, (1,))
     grad_b2 = _view(grad, 48, (1,))
-    # the work buffers, one column per sample: views of work (floats), iwork (ints)
+    # the work buffers, one column per sample (floats, ints)
     XT = _view(work, 0, (1, cols))
     YT = _view(work, cols, (1, cols))
     z1 = _view(work, 2 * cols, (16, cols))

@@ -59,9 +59,11 @@ def test_outlined_layers_compute_what_inline_code_computes(name, tmp_path):
     inline, inline_source = _load(spec, OUTLINE_MIN_LAYERS=10**9)
     assert "def _layer2_forward(" in source and "_layer2_" not in inline_source
     # layers 2.. call the function of layer 2 (the first of the equal layers),
-    # in each of the four kernels (float64 trains without fast-math: one copy)
+    # in the three kernels that take arrays; _train calls its own copy, which
+    # takes offsets into its flat vectors and makes the views itself
     n_hidden = len(DEEP[name][1]) - 1
-    assert source.count("    _layer2_forward(") == 4 * (n_hidden - 1)
+    assert source.count("    _layer2_forward(") == 3 * (n_hidden - 1)
+    assert source.count("    _layer2_training_forward_train(") == n_hidden - 1
     X, Y = _data(outlined)
     params = outlined.init_params(3)
     value, grads = outlined.loss_and_grad(params, X, Y)
@@ -78,14 +80,16 @@ def test_outlined_layers_compute_what_inline_code_computes(name, tmp_path):
     np.testing.assert_array_equal(
         outlined.predict(trained, X), inline.predict(trained, X)
     )
-    # one compile of the shared function serves every layer
+    # one compile of the shared function serves every layer (the offsets are
+    # run-time integers, not literals that would compile a copy per layer)
     assert len(outlined._layer2_forward.signatures) == 1
+    assert len(outlined._layer2_training_forward_train.signatures) == 1
 
 
-def test_float32_outlined_training_matches_inline_training():
+def test_float32_outlined_training_matches_inline_training(tmp_path):
     """_train's outlined functions are compiled with its fast-math flags."""
     spec = _spec("blas", "float32")
-    outlined, source = _load(spec)
+    outlined, source = _load(spec, tmp_path)  # compiled here: signatures counted
     inline, _ = _load(spec, OUTLINE_MIN_LAYERS=10**9)
     assert "def _layer2_training_forward_fast(" in source
     X, Y = _data(outlined, rows=64, seed=1)  # 40 inputs, BLAS layers
@@ -94,5 +98,6 @@ def test_float32_outlined_training_matches_inline_training():
     history = outlined.fit(trained, X, Y, epochs=4, batch_size=16)
     ref_history = inline.fit(ref_trained, X, Y, epochs=4, batch_size=16)
     np.testing.assert_allclose(history["loss"], ref_history["loss"], rtol=1e-5)
+    assert len(outlined._layer2_training_forward_fast.signatures) == 1
     for p, r in zip(trained, ref_trained, strict=True):
         np.testing.assert_allclose(p, r, rtol=1e-4, atol=1e-5)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from ..layers.ir import B, LayerKind, Statement
 from ..optimizers import OPTIMIZER_DEFS
 from .head import summary
 from .loops import Guard, Nest, print_nest
-from .outline import SEGMENT, outline
+from .outline import SEGMENT, View, outline
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
 from .sources import blas_source, helper_source, views_source
 
@@ -1155,13 +1156,18 @@ def _offset(per_col: int, fixed: int) -> str:
     return f"{text} + {fixed}" if fixed else text
 
 
+def _dims(shape: Sequence[int | str]) -> str:
+    """A shape printed as a tuple: (8,) or (128, cols)."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
 def _train_views(
     params: Sequence[ParamCode],
     buffers: Sequence[BufferCode],
     input_rows: bool,
     n_input: int,
     n_output: int,
-) -> tuple[str, tuple[int, int, int, int]]:
+) -> tuple[dict[str, View], tuple[int, int, int, int]]:
     """_train's parameters, gradients and work buffers as views of four flat
     vectors: theta, grad, work (floats) and iwork (ints, e.g. a pool's argmax).
 
@@ -1169,50 +1175,58 @@ def _train_views(
     every argument before it, so its compile time grows with the square of the
     argument count (measured: 44 arrays 0.35 s, 88 1.0 s, 140 3.4 s, a no-op
     kernel); views made inside the kernel cost a few statements each. Returns
-    the printed lines and the sizes (per column, fixed) of work and iwork: XT
+    the views by name and the sizes (per column, fixed) of work and iwork: XT
     and YT, then ``buffers`` in order; a buffer has one column per sample of a
     batch (cols of them), a "stat" buffer none."""
-    lines = [
-        "# the parameters and gradients: views of theta and grad, as the kernels index them"
-    ]
+    views: dict[str, View] = {}
     offset = 0
     for p in params:
         size = math.prod(p.shape)
         shape = p.shape if len(p.shape) <= 2 else (p.shape[0], size // p.shape[0])
-        dims = ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "")
-        for flat, name in (("theta", p.name), ("grad", f"grad_{p.name}")):
-            lines.append(f"{name} = _view({flat}, {offset}, ({dims}))")
+        views[p.name] = View("theta", str(offset), _dims(shape))
+        views[f"grad_{p.name}"] = View("grad", str(offset), _dims(shape))
         offset += size
-    lines.append(
-        "# the work buffers, one column per sample: views of work (floats), iwork (ints)"
-    )
-    at = {"float": [0, 0], "int": [0, 0]}
+    at = {"work": [0, 0], "iwork": [0, 0]}
 
-    def view(name: str, vector: str, per_col: int, fixed: int, shape: str) -> str:
-        start = _offset(*at[vector])
-        at[vector][0] += per_col
-        at[vector][1] += fixed
-        flat = "iwork" if vector == "int" else "work"
-        return f"{name} = _view({flat}, {start}, {shape})"
+    def view(name: str, flat: str, per_col: int, fixed: int, shape: str) -> None:
+        start = _offset(*at[flat])
+        at[flat][0] += per_col
+        at[flat][1] += fixed
+        views[name] = View(flat, start, shape, transposed=name == "XT" and input_rows)
 
     if input_rows:  # XT is the transpose of a row-major (cols, inputs) batch
-        lines.append(view("XT", "float", n_input, 0, f"(cols, {n_input})") + ".T")
+        view("XT", "work", n_input, 0, f"(cols, {n_input})")
     else:
-        lines.append(view("XT", "float", n_input, 0, f"({n_input}, cols)"))
-    lines.append(view("YT", "float", n_output, 0, f"({n_output}, cols)"))
+        view("XT", "work", n_input, 0, f"({n_input}, cols)")
+    view("YT", "work", n_output, 0, f"({n_output}, cols)")
     for b in buffers:
-        vector = "int" if b.kind == "int" else "float"
+        flat = "iwork" if b.kind == "int" else "work"
+        size = math.prod(b.shape)
         if b.kind == "stat":
-            size = math.prod(b.shape)
-            dims = ", ".join(map(str, b.shape)) + ("," if len(b.shape) == 1 else "")
-            lines.append(view(b.name, vector, 0, size, f"({dims})"))
+            view(b.name, flat, 0, size, _dims(b.shape))
         elif b.shape:
-            size = math.prod(b.shape)
-            lines.append(view(b.name, vector, size, 0, f"({size}, cols)"))
+            view(b.name, flat, size, 0, f"({size}, cols)")
         else:
-            lines.append(view(b.name, vector, 1, 0, "(cols,)"))
-    sizes = (at["float"][0], at["float"][1], at["int"][0], at["int"][1])
-    return "\n".join(lines), sizes
+            view(b.name, flat, 1, 0, "(cols,)")
+    sizes = (at["work"][0], at["work"][1], at["iwork"][0], at["iwork"][1])
+    return views, sizes
+
+
+def _print_views(views: Mapping[str, View], used: set[str]) -> str:
+    """The lines of _train that make the views its own code reads (the outlined
+    layer functions make theirs from the offsets they are called with)."""
+    lines = []
+    for name, view in views.items():
+        if name not in used:
+            continue
+        if not lines and view.flat in ("theta", "grad"):
+            lines.append("# the parameters and gradients as the kernels index them")
+        if view.flat in ("work", "iwork") and not any(
+            line.startswith("# the work") for line in lines
+        ):
+            lines.append("# the work buffers, one column per sample (floats, ints)")
+        lines.append(f"{name} = {view.expression()}")
+    return "\n".join(lines)
 
 
 def _signature(*groups: Sequence[str]) -> str:
@@ -1273,6 +1287,13 @@ def lower(derivation: Derivation) -> CodeModel:
             + ["cols", "rows", "inv_rows", "total", "lr"]
         )
     )
+    views, train_work = _train_views(
+        params,
+        (*buffers.forward, *buffers.training, *buffers.deltas),
+        input_rows,
+        spec.n_inputs,
+        d.layers[-1].n_out,
+    )
     # _train and _forward only see DTYPE arrays; a float32 module's _evaluate and
     # _gradients also run in float64 (the self-test), through the generic _gemm
     generic = _direct_gemm if dtype == "float64" else list
@@ -1289,8 +1310,19 @@ def lower(derivation: Derivation) -> CodeModel:
         _train_jit_options(dtype),
         frozenset(["train_forward", "train_backward"]),
         OUTLINE_MIN_LAYERS,
+        views,
     )
     bodies = outlined.bodies
+    # the names _train's own code reads, comments aside (it makes their views)
+    train_text = "\n".join(
+        [bodies["train_forward"], bodies["train_backward"], *update, *loss]
+        + [*_mask_lines(buffers), *_gather_lines(d)]
+    )
+    used_in_train = {
+        name
+        for line in train_text.splitlines()
+        for name in re.findall(r"\b\w+\b", line.partition("#")[0])
+    }
     text = "\n".join(
         [*bodies.values(), *outlined.functions, *outlined.fast_functions]
         + [*update, *loss]
@@ -1306,13 +1338,6 @@ def lower(derivation: Derivation) -> CodeModel:
     training_names = [b.name for b in buffers.training]
     delta_names = [b.name for b in buffers.deltas]
     input_arg = "X" if len(spec.input_shape) == 1 else "XT"
-    train_views, train_work = _train_views(
-        params,
-        (*buffers.forward, *buffers.training, *buffers.deltas),
-        input_rows,
-        spec.n_inputs,
-        d.layers[-1].n_out,
-    )
     return CodeModel(
         generator_version=__version__,
         architecture_hash=spec.architecture_hash,
@@ -1373,7 +1398,7 @@ def lower(derivation: Derivation) -> CodeModel:
             state_names,
             [f"saved_{name}" for name in state_names],
         ),  # fmt: skip
-        train_views=train_views,
+        train_views=_print_views(views, used_in_train),
         train_work=train_work,
         forward_code=bodies["forward"],
         training_forward_code=bodies["training_forward"],
