@@ -191,6 +191,19 @@ def parts(workload, module) -> dict[str, float]:
 def main() -> None:
     dense = [w.key for w in WORKLOADS if w.dense_only]  # W7: no split of BN/dropout
     keys = sys.argv[1].split(",") if len(sys.argv) > 1 else dense
+    unknown = [key for key in keys if key not in BY_KEY]
+    other = [key for key in keys if key in BY_KEY and key not in dense]
+    if unknown or other:
+        problem = (
+            f"unknown workload(s) {', '.join(unknown)}"
+            if unknown
+            else f"{', '.join(other)} not dense (this split knows dense layers only)"
+        )
+        print(
+            f"profile_derive.py: {problem}; choose from {','.join(dense)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     print(
         "microseconds per optimizer step (call: per fit call, outside the steps;\n"
         "act: the hidden activations (the module's _tanh_fast if any); optim: the\n"
