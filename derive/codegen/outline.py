@@ -227,11 +227,12 @@ def outline(
         taken.add(function)
         shown = ", ".join(str(layer) for layer in layers)
         parameters, prologue = _view_parameters(first_args, views if train else {})
+        given = " (given as offsets into _train's flat vectors)" if prologue else ""
         functions[train].append(
             f"@numba.njit({jit})\n"
             f"def {function}({', '.join(parameters)}):\n"
             f'    """Layer {first.layer}\'s {first.part.replace("_", " ")} code, run '
-            f'for layers {shown}, each on its own tensors."""\n'
+            f'for layers {shown}, each on its own tensors{given}."""\n'
             + "".join(f"    {line}\n" for line in prologue)
             + "\n".join("    " + line if line else "" for line in first.lines)
         )
