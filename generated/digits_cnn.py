@@ -186,7 +186,6 @@ _DELTA_BUFFERS = (
     ("delta4", (10,), "float"),
 )
 _OUTPUT_BUFFER = 6  # the network's output among _FORWARD_BUFFERS
-_INPUT_ROWS = True  # a BLAS first layer reads XT as a transposed row-major array
 # _train's work vectors (_train_work): floats per column of a batch, fixed; ints
 _TRAIN_WORK = (2473, 0, 128, 0)
 # the hyper-parameters the jitted update reads, in order

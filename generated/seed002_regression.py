@@ -180,7 +180,6 @@ _DELTA_BUFFERS = (
     ("delta3", (1,), "float"),
 )
 _OUTPUT_BUFFER = 5  # the network's output among _FORWARD_BUFFERS
-_INPUT_ROWS = False  # a BLAS first layer reads XT as a transposed row-major array
 # _train's work vectors (_train_work): floats per column of a batch, fixed; ints
 _TRAIN_WORK = (21, 0, 0, 0)
 # the hyper-parameters the jitted update reads, in order

@@ -121,7 +121,6 @@ class CodeModel:
     delta_buffers: tuple[BufferCode, ...]
     output_buffer: int
     min_training_rows: int  # batch norm over single values needs two rows
-    input_rows: bool  # a BLAS first layer reads XT as a transposed row-major array
     input_arg: str  # "X" (rows; the kernels take X.T) or "XT" (feature-major copy)
     forward_signature: str  # the kernels' arguments
     evaluate_signature: str
@@ -1188,14 +1187,20 @@ def _train_views(
         offset += size
     at = {"work": [0, 0], "iwork": [0, 0]}
 
-    def view(name: str, flat: str, per_col: int, fixed: int, shape: str) -> None:
-        start = _offset(*at[flat])
+    def view(
+        name: str,
+        flat: str,
+        per_col: int,
+        fixed: int,
+        shape: str,
+        transposed: bool = False,
+    ) -> None:
+        views[name] = View(flat, _offset(*at[flat]), shape, transposed)
         at[flat][0] += per_col
         at[flat][1] += fixed
-        views[name] = View(flat, start, shape, transposed=name == "XT" and input_rows)
 
     if input_rows:  # XT is the transpose of a row-major (cols, inputs) batch
-        view("XT", "work", n_input, 0, f"(cols, {n_input})")
+        view("XT", "work", n_input, 0, f"(cols, {n_input})", transposed=True)
     else:
         view("XT", "work", n_input, 0, f"({n_input}, cols)")
     view("YT", "work", n_output, 0, f"({n_output}, cols)")
@@ -1215,17 +1220,18 @@ def _train_views(
 def _print_views(views: Mapping[str, View], used: set[str]) -> str:
     """The lines of _train that make the views its own code reads (the outlined
     layer functions make theirs from the offsets they are called with)."""
+    groups = {
+        "# the parameters and gradients as the kernels index them": ("theta", "grad"),
+        "# the work buffers, one column per sample (floats, ints)": ("work", "iwork"),
+    }
     lines = []
-    for name, view in views.items():
-        if name not in used:
-            continue
-        if not lines and view.flat in ("theta", "grad"):
-            lines.append("# the parameters and gradients as the kernels index them")
-        if view.flat in ("work", "iwork") and not any(
-            line.startswith("# the work") for line in lines
-        ):
-            lines.append("# the work buffers, one column per sample (floats, ints)")
-        lines.append(f"{name} = {view.expression()}")
+    for header, flats in groups.items():
+        made = [
+            f"{name} = {view.expression()}"
+            for name, view in views.items()
+            if name in used and view.flat in flats
+        ]
+        lines += [header, *made] if made else []
     return "\n".join(lines)
 
 
@@ -1356,7 +1362,6 @@ def lower(derivation: Derivation) -> CodeModel:
         delta_buffers=buffers.deltas,
         output_buffer=buffers.output,
         min_training_rows=_min_training_rows(plans),
-        input_rows=input_rows,
         input_arg=input_arg,
         forward_signature=_signature(
             param_names, [input_arg], state_names, forward_names

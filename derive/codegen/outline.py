@@ -45,7 +45,12 @@ class View:
         return text + ".T" if self.transposed else text
 
     def reads_cols(self) -> bool:
-        return "cols" in _NAME.findall(self.shape)
+        return _reads_cols(self.shape)
+
+
+def _reads_cols(text: str) -> bool:
+    """Whether printed code reads the kernels' batch width, cols."""
+    return "cols" in _NAME.findall(text)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ def _needs_cols(arguments: Sequence[str], views: Mapping[str, View]) -> bool:
 def _run_time(offset: str) -> str:
     """An offset as a run-time integer: Numba types a constant argument as a
     literal and compiles the callee once per value (once per layer)."""
-    return offset if "cols" in _NAME.findall(offset) else f"np.intp({offset})"
+    return offset if _reads_cols(offset) else f"np.intp({offset})"
 
 
 def _view_parameters(

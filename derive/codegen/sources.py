@@ -3,8 +3,8 @@
 ``runtime/runtime.py`` (the public API), ``runtime/check.py`` (the gradient
 self-test), ``runtime/blas.py`` (the gemm declaration), ``runtime/views.py``
 (_train's array views) and ``runtime/helpers.py`` (scalar helpers) are
-ordinary, linted modules; a generated module includes the part of each below its marker line, or
-one helper function whole, verbatim.
+ordinary, linted modules; a generated module includes the part of each below
+its marker line, or one helper function whole, verbatim.
 """
 
 from __future__ import annotations

@@ -46,9 +46,6 @@ _MASKS: tuple[tuple[str, tuple[int, ...], float], ...] = ()
 _MIN_TRAINING_ROWS = 1
 #: position in _FORWARD_BUFFERS of the network's output
 _OUTPUT_BUFFER = 0
-#: a BLAS first layer reads the batch row by row (the transpose of a row-major
-#: array); explicit loops read it feature-major (column i is sample i)
-_INPUT_ROWS = False
 #: _train's work vectors: floats per column of a batch, fixed floats; the same for ints
 _TRAIN_WORK = (0, 0, 0, 0)
 #: the optimizer's hyper-parameters the jitted update reads, in order, and the
