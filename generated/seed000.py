@@ -549,9 +549,11 @@ def _train(
     count, and so the compile time, the same for any depth.
     """
     n_rows = X_all.shape[0]
-    # the work buffers (_train_work) have one column per sample of a batch; a
-    # smaller last batch fills its first columns and zeroes the rest
-    cols = min(batch_size, n_rows)
+    # the work buffers have one column per sample of a batch; a smaller last
+    # batch fills its first columns and zeroes the rest. The views below are
+    # unchecked: their column count comes from the work vector the caller
+    # allocated (_train_work(cols)), so they always fit in it
+    cols = work.size // 24
     # the parameters and gradients as the kernels index them
     W1 = _view(theta, 0, (3, 2))
     grad_W1 = _view(grad, 0, (3, 2))
