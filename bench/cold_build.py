@@ -9,6 +9,9 @@ architecture (run.py does this with the W3 spec):
     python bench/cold_build.py bench/w3_tabular.toml
     python bench/cold_build.py bench/w3_tabular.toml --json
     python bench/cold_build.py bench/w3_tabular.toml --variant
+
+With --passes (an empty cache), the first fit's Numba compile split into its
+passes, from Numba's own compile events (numba.core.event).
 """
 
 import time
@@ -46,7 +49,17 @@ def main() -> None:
         "lowering's imports (Numba), derivation, lowering, render, writing and "
         "importing the module, the first fit (compile)",
     )
+    parser.add_argument(
+        "--passes",
+        action="store_true",
+        help="the first fit's Numba compile split into compiler passes, from "
+        "Numba's compile events (run with an empty cache): the time in each pass, "
+        "in LLVM (the LLVM lock held) and in all",
+    )
     args = parser.parse_args()
+    if args.passes:
+        passes(args.spec, args.json)
+        return
     if args.parts:
         parts(args.spec, args.json)
         return
@@ -133,6 +146,52 @@ def parts(path: str, as_json: bool) -> None:
         for label, seconds in times.items():
             print(f"{label[:-2]:>14s} {seconds:.3f} s")
         print(f"{'sum':>14s} {sum(times.values()):.3f} s")
+
+
+def passes(path: str, as_json: bool, top: int = 12) -> None:
+    """The first fit's compile, pass by pass (Numba's compile events)."""
+    from numba.core import event
+
+    module = derive.build(derive.load_spec(path))
+    params = module.init_params(0)
+    rng = np.random.default_rng(0)
+    X = rng.random((256, module.N_INPUT)).astype(module.DTYPE)
+    Y = np.eye(module.N_OUTPUT, dtype=module.DTYPE)[
+        rng.integers(0, module.N_OUTPUT, 256)
+    ]
+    totals: dict[str, float] = {}
+    # timers count the outermost event of their kind only (nested compiles of
+    # callees are inside their caller's), so each is wall time, not a sum
+    timers = {
+        "compile_s": event.install_timer("numba:compile", lambda s: None),
+        "llvm_s": event.install_timer("numba:llvm_lock", lambda s: None),
+    }
+    t = time.perf_counter()
+    with timers["compile_s"] as compile_timer, timers["llvm_s"] as llvm_timer:
+        with event.install_recorder("numba:run_pass") as recorder:
+            module.fit(params, X, Y, epochs=1)
+    totals["first_fit_s"] = time.perf_counter() - t
+    totals["compile_s"] = compile_timer.duration
+    totals["llvm_s"] = llvm_timer.duration
+    started: dict[int, float] = {}
+    by_pass: dict[str, float] = {}
+    for stamp, item in recorder.buffer:
+        if item.is_start:
+            started[id(item.data)] = stamp
+        else:
+            name = item.data["name"]
+            by_pass[name] = by_pass.get(name, 0.0) + stamp - started.pop(id(item.data))
+    ranked = sorted(by_pass.items(), key=lambda kv: -kv[1])[:top]
+    if as_json:
+        print(json.dumps({**totals, "passes": dict(ranked)}))
+        return
+    print(
+        f"first fit {totals['first_fit_s']:.3f} s, of it Numba compiling "
+        f"{totals['compile_s']:.3f} s, of that LLVM (lock held) {totals['llvm_s']:.3f} s"
+    )
+    print(f"the {len(ranked)} longest passes (each including what it compiles inside):")
+    for name, seconds in ranked:
+        print(f"  {seconds:7.3f} s  {name}")
 
 
 if __name__ == "__main__":
