@@ -180,6 +180,8 @@ _DELTA_BUFFERS = (
 _OUTPUT_BUFFER = 5  # the network's output among _FORWARD_BUFFERS
 # _train's work vectors (_train_work): floats per column of a batch, fixed; ints
 _TRAIN_WORK = (21, 0, 0, 0)
+# the parts _train runs a batch in at once (2: two threads, derive/codegen/runtime/parts.py)
+_TRAIN_PARTS = 1
 # the hyper-parameters the jitted update reads, in order
 _HYPER_KEYS = ("betas", "eps", "weight_decay")
 _STATE_SLOTS = 2
@@ -942,9 +944,14 @@ def _deltas(rows):
 
 def _train_work(cols):
     """_train's work vectors for batches of up to cols rows, zeroed (the padding):
-    floats (XT, YT and the float buffers) and ints, whose views _train makes."""
+    floats (XT, YT and the float buffers) and ints, whose views _train makes. A
+    module that trains a batch in parts (_TRAIN_PARTS > 1, runtime/parts.py)
+    gets a multiple of _TRAIN_PARTS columns, the parts' equal shares, and after
+    them one more gradient vector per part beyond the first."""
     per_col, fixed, int_per_col, int_fixed = _TRAIN_WORK
-    work = np.zeros(per_col * cols + fixed, dtype=DTYPE)
+    cols = -(-cols // _TRAIN_PARTS) * _TRAIN_PARTS
+    extra = (_TRAIN_PARTS - 1) * _N_PARAMS
+    work = np.zeros(per_col * cols + fixed + extra, dtype=DTYPE)
     iwork = np.zeros(int_per_col * cols + int_fixed, dtype=np.int64)
     return work, iwork
 

@@ -42,7 +42,7 @@ from .head import summary
 from .loops import Guard, Nest, print_nest
 from .outline import SEGMENT, View, outline
 from .printer import ScalarCode, code, helpers_called, print_scalar_code
-from .sources import blas_source, helper_source, views_source
+from .sources import blas_source, helper_source, parts_source, views_source
 
 #: Dense layers with fewer weights than BLAS_MIN_WEIGHTS and at most
 #: LOOPS_MAX_INPUTS inputs use explicit loops (vectorized along the batch, the
@@ -53,6 +53,27 @@ from .sources import blas_source, helper_source, views_source
 #: 1.16/0.87 and 0.79/0.70, 64x64 11.6/2.3 and 13.1/2.6.
 BLAS_MIN_WEIGHTS = 512
 LOOPS_MAX_INPUTS = 32
+
+
+#: A module whose training forward runs at least PARTS_MIN_LOOP_WORK loop
+#: iterations per sample outside BLAS (im2col copies, pooling windows, direct
+#: convolutions, activations; _sample_work) trains each batch in TRAIN_PARTS
+#: parts at once, if its rows are independent (no batch statistics or dropout
+#: masks): two threads each run the gather, forward and backward of half the
+#: batch's columns with one BLAS thread each (runtime/parts.py). One _train runs
+#: those loops on one core, and a batch's small im2col GEMMs do not scale over
+#: BLAS's two threads; the threaded loop costs about 60 us of Python per batch.
+#: Measured (bench-like data, float32, 2 cores, samples/s of one jitted _train
+#: with 2 BLAS threads -> two parts, two runs; loop work per sample): conv 3x3
+#: pad 1 + relu + dense 10, batch 32: 8 ch 16x16 (18k) 11.3k-18.0k -> 26.4k-34.9k,
+#: 64 ch 8x8 (37k) 4.0k-4.6k -> 8.7k-9.0k, 32 ch 16x16 (74k) 3.8k -> 5.3k, 16 ch
+#: 32x32 (147k) 1.7k -> 2.4k; W6 (41k, batch 64) 12.3k-13.9k -> 16.1k-17.0k; W5
+#: (1.2k) 794k-818k -> 252k-306k; dense nets (no loop work): W4 784-256-256-10
+#: batch 256 113k -> 103k, 784-512-10 batch 256 90k-95k -> 72k-87k, 256-256-256-10
+#: batch 64 151k -> 112k, 784-128-10 batch 32 166k -> 110k (but W4 at batch 64
+#: 33k -> 67k: BLAS's threads thrash on its products there).
+PARTS_MIN_LOOP_WORK = 10_000
+TRAIN_PARTS = 2
 
 
 def uses_blas(n_in: int, n_out: int) -> bool:
@@ -129,6 +150,9 @@ class CodeModel:
     train_views: str  # _train: its parameters, gradients and buffers as views
     views: str  # the view intrinsic those lines call (runtime/views.py)
     train_work: tuple[int, int, int, int]  # work/iwork sizes: per column, fixed
+    train_parts: int  # 1: one jitted _train; TRAIN_PARTS: threaded, runtime/parts.py
+    part_backward_code: str  # _train_part's backward (the mean over batch_rows)
+    parts: str  # the threaded _train (runtime/parts.py), with train_parts > 1
     forward_code: str  # the evaluation forward pass over `cols` samples
     training_forward_code: str  # the training forward (batch statistics, masks)
     update_code: str  # _train: the state updates after each training forward
@@ -681,13 +705,18 @@ def _loss_lines(d: Derivation, dtype: str) -> list[str]:
     return lines
 
 
+#: _train's output pass takes the batch mean over its rows; _train_part's over
+#: the whole batch's (batch_rows), of which it has a share
+_MEAN_OVER_ROWS = "inv_rows = np.{dtype}(1.0 / rows)"
+
+
 def _output_pass(d: Derivation, dtype: str, bias: str | None) -> list[str]:
     out = d.layers[-1]
     n = out.index
     value = print_scalar_code(d.loss.value.expr, prefix="v", dtype=dtype)
     delta = print_scalar_code(d.loss.output_delta.expr, dtype=dtype)
     lines = [
-        f"inv_rows = np.{dtype}(1.0 / rows)",
+        _MEAN_OVER_ROWS.format(dtype=dtype),
         f"# one pass over the outputs: the loss, the output delta and its sum ({bias})"
         if bias
         else "# one pass over the outputs: the loss and the output delta",
@@ -1252,6 +1281,58 @@ def _min_training_rows(plans: Sequence[_Layer]) -> int:
     return 1
 
 
+def _sample_work(
+    plans: Sequence[_Layer],
+    batched: frozenset[str],
+    transposed: frozenset[str],
+    layouts: Layouts,
+) -> tuple[int, int]:
+    """Iterations per sample of the training forward's statements (multiply-adds
+    of a product, elements of an activation or an im2col copy): (those that run
+    as loops, those that call BLAS)."""
+    loops = products = 0
+    for plan in plans:
+        if plan.kind.view:
+            continue
+        for st in plan.kind.forward:
+            nest = _statement_nest(st, plan, batched, layouts)
+            work = math.prod(extent for _, extent in nest.loops)
+            product = Nest(**{**nest.__dict__, "init": sp.S.Zero})  # bias aside
+            if plan.blas and _contraction(product, "cols", transposed) is not None:
+                products += work
+            else:
+                loops += work
+    return loops, products
+
+
+def _train_parts(
+    buffers: _Buffers,
+    train_work: tuple[int, int, int, int],
+    update: Sequence[str],
+    sample_work: tuple[int, int],
+) -> int:
+    """TRAIN_PARTS when a batch's rows are independent (no batch statistics,
+    running statistics or dropout masks) and the per-sample loop work (the
+    first of _sample_work's pair) reaches PARTS_MIN_LOOP_WORK; else 1."""
+    coupled = (
+        buffers.state
+        or buffers.masks
+        or update
+        or train_work[1]
+        or train_work[3]
+        or any(b.kind == "stat" for b in (*buffers.forward, *buffers.training))
+    )
+    return TRAIN_PARTS if not coupled and sample_work[0] >= PARTS_MIN_LOOP_WORK else 1
+
+
+def _part_backward(backward: str, dtype: str) -> str:
+    """_train_part's backward: _train's, with the output delta's mean taken over
+    the whole batch (batch_rows) instead of the part's rows."""
+    line = _MEAN_OVER_ROWS.format(dtype=dtype)
+    assert backward.count(line) == 1, "the output pass prints inv_rows once"
+    return backward.replace(line, line.replace("/ rows)", "/ batch_rows)"))
+
+
 def lower(derivation: Derivation) -> CodeModel:
     """Decide everything the templates print for ``derivation``."""
     d = derivation
@@ -1344,6 +1425,8 @@ def lower(derivation: Derivation) -> CodeModel:
     training_names = [b.name for b in buffers.training]
     delta_names = [b.name for b in buffers.deltas]
     input_arg = "X" if len(spec.input_shape) == 1 else "XT"
+    sample_work = _sample_work(plans, batched, transposed, layouts)
+    parts = _train_parts(buffers, train_work, update, sample_work)
     return CodeModel(
         generator_version=__version__,
         architecture_hash=spec.architecture_hash,
@@ -1405,6 +1488,11 @@ def lower(derivation: Derivation) -> CodeModel:
         ),  # fmt: skip
         train_views=_print_views(views, used_in_train),
         train_work=train_work,
+        train_parts=parts,
+        part_backward_code=(
+            _part_backward(bodies["train_backward"], dtype) if parts > 1 else ""
+        ),
+        parts=parts_source() if parts > 1 else "",
         forward_code=bodies["forward"],
         training_forward_code=bodies["training_forward"],
         train_forward_code=bodies["train_forward"],

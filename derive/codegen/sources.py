@@ -2,7 +2,8 @@
 
 ``runtime/runtime.py`` (the public API), ``runtime/check.py`` (the gradient
 self-test), ``runtime/blas.py`` (the gemm declaration), ``runtime/views.py``
-(_train's array views) and ``runtime/helpers.py`` (scalar helpers) are
+(_train's array views), ``runtime/parts.py`` (the threaded _train of modules
+that train a batch in parts) and ``runtime/helpers.py`` (scalar helpers) are
 ordinary, linted modules; a generated module includes the part of each below
 its marker line, or one helper function whole, verbatim.
 """
@@ -44,6 +45,11 @@ def blas_source() -> str:
 def views_source() -> str:
     """The view intrinsic _train carves its arrays out of flat vectors with."""
     return _included("views.py")
+
+
+def parts_source() -> str:
+    """The threaded _train of modules that train a batch in parts (runtime/parts.py)."""
+    return _included("parts.py")
 
 
 def frozen_source() -> str:

@@ -48,6 +48,9 @@ _MIN_TRAINING_ROWS = 1
 _OUTPUT_BUFFER = 0
 #: _train's work vectors: floats per column of a batch, fixed floats; the same for ints
 _TRAIN_WORK = (0, 0, 0, 0)
+#: how many parts _train splits a batch into: 1 (one jitted _train), or 2 (two
+#: threads run _train_part on half the batch each, runtime/parts.py)
+_TRAIN_PARTS = 1
 #: the optimizer's hyper-parameters the jitted update reads, in order, and the
 #: number of state vectors (slots) it keeps
 _HYPER_KEYS: tuple[str, ...] = ()
@@ -67,6 +70,12 @@ def _train(*args: Any) -> None: ...
 
 
 def _epoch_order(seed: int, epoch_index: int, order: np.ndarray) -> None: ...
+
+
+def _train_part(*args: Any) -> float: ...
+
+
+def _train_step(*args: Any) -> None: ...
 
 
 # The names a frozen inference module (runtime/frozen.py) defines before its
