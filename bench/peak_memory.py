@@ -57,7 +57,14 @@ def nrt_allocations(workload) -> dict:
         counts.append(rtsys.get_allocation_stats().alloc - before)
     batches = -(-len(X) // workload.batch_size)
     per_batch = (counts[1] - counts[0]) / (2 * batches)
-    return {"per_batch": per_batch, "per_call": counts[0] - per_batch * batches}
+    return {
+        "per_batch": per_batch,
+        "per_call": counts[0] - per_batch * batches,
+        # a module in parts calls its kernels from Python for every batch
+        # (runtime/parts.py): Numba wraps each array argument of a call in a
+        # meminfo (an NRT allocation), freed when the call returns
+        "parts": int(trainer.module._TRAIN_PARTS),
+    }
 
 
 def peak_memory(workload) -> dict:

@@ -332,9 +332,17 @@ def summary_lines(results: dict, builds: dict | None, memory: dict | None) -> li
         )
         allocs = ", ".join(
             f"{k} {v['per_batch']:.1f}/batch + {v['per_call']:.0f}/call"
+            + (" (in parts)" if v.get("parts", 1) > 1 else "")
             for k, v in memory["nrt_allocs"].items()
         )
         lines.append(f"Numba allocations inside fit: {allocs} (target 0/batch)")
+        if any(v.get("parts", 1) > 1 for v in memory["nrt_allocs"].values()):
+            lines.append(
+                "A module in parts (runtime/parts.py) calls its jitted kernels from "
+                "Python for each batch: its count per batch is the wrappers Numba "
+                "makes for those calls' array arguments (7 per call, 3 calls), freed "
+                "when each returns; its kernels allocate nothing"
+            )
     d = results.get("derive", {})
     if "float64" in d:
         parts = []

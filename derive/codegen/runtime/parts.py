@@ -6,9 +6,12 @@ masks) splits every mini-batch into two halves of columns: two threads run the
 jitted ``_train_part`` (gather, forward, loss and backward of its half; it
 releases the GIL) into two gradient vectors at once, then ``_train_step`` adds
 them and takes the optimizer step. On two cores this beats one _train whose
-BLAS calls use both threads: a batch's products are too small for a threaded
-GEMM to scale (W6, 2 cores: 13k samples/s with 2 BLAS threads, 20k in two
-parts with one BLAS thread each; bench/results.md).
+BLAS calls use both threads: a batch's im2col products are too small for
+BLAS's threads to scale, and the loops around them (im2col copies, pooling)
+run on one core there (W6, 2 cores, one process: 12.3k samples/s in one
+_train, 16.1k-17.4k in two parts; lowering.PARTS_MIN_LOOP_WORK has more). The
+loop costs about 60 us of Python per batch (the queue hand-over and three
+kernel calls, each of whose array arguments Numba wraps in a meminfo).
 
 Everything below the marker line is copied verbatim into such a module, where
 _train_part, _train_step, _epoch_order, _TRAIN_WORK and _TRAIN_PARTS exist.
