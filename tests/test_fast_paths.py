@@ -15,7 +15,6 @@ holding the hash of their source, so a second run reuses Numba's cache.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 
@@ -23,33 +22,19 @@ import numba
 import numpy as np
 import pytest
 from corpus import make_spec, random_targets
+from variants import assert_close_arrays, generate, load
 
 from derive.codegen import lowering, printer
-from derive.generate import atomic_write, cache_dir, generate_source, import_path
+from derive.generate import generate_source
 from derive.spec import Spec, spec_from_dict
-
-_MODULES: dict[str, object] = {}
 
 
 def _generate(spec: Spec, **overrides) -> str:
-    """generate_source(spec) with the lowering's or printer's constants overridden."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in overrides.items():
-            mp.setattr(lowering if hasattr(lowering, name) else printer, name, value)
-        return generate_source(spec)
+    return generate(spec, **overrides)
 
 
 def _load(spec: Spec, **overrides):
-    """Generate, write (content-addressed) and import the spec's module."""
-    source = _generate(spec, **overrides)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    name = f"fast_paths_{spec.name}_{digest}"
-    if name not in _MODULES:
-        path = cache_dir() / "fast_paths" / f"{name}.py"
-        if not path.exists():
-            atomic_write(path, source)
-        _MODULES[name] = import_path(path, name)
-    return _MODULES[name]
+    return load("fast_paths", spec, **overrides)
 
 
 def _with_dtype(spec: Spec, dtype: str) -> Spec:
@@ -238,13 +223,7 @@ def _tanh_params(module):
     return [p.astype(np.float32) for p in params]
 
 
-def _assert_close_arrays(got, want, rtol: float, what: str) -> None:
-    """Each array within rtol of the reference's largest entry (scale-aware)."""
-    for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        w = np.asarray(w, dtype=np.float64)
-        scale = max(float(np.max(np.abs(w))), 1e-30)
-        err = float(np.max(np.abs(np.asarray(g, dtype=np.float64) - w))) / scale
-        assert err <= rtol, f"{what}[{i}]: error {err:.3g} of max |ref| > {rtol:g}"
+_assert_close_arrays = assert_close_arrays
 
 
 def test_fast_tanh_gradients_agree_with_float64_and_exact_tanh():

@@ -13,42 +13,29 @@ running statistics and dropout keep a module in one part.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 
 import numpy as np
 import pytest
 from corpus import CORPUS, ROOT, TRAINING_CORPUS, make_spec, random_targets
 from threadpoolctl import threadpool_limits
+from variants import assert_close_arrays, generate, load
 
 import derive
 from derive.codegen import lowering
-from derive.generate import atomic_write, cache_dir, generate_source, import_path
+from derive.generate import generate_source
 from derive.spec import Spec, load_spec, spec_from_dict
 
 PARTS = {"PARTS_MIN_LOOP_WORK": 0}
 ONE = {"PARTS_MIN_LOOP_WORK": 10**12}
-_MODULES: dict[str, object] = {}
 
 
 def _source(spec: Spec, overrides) -> str:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in overrides.items():
-            mp.setattr(lowering, name, value)
-        return generate_source(spec)
+    return generate(spec, **overrides)
 
 
 def _load(spec: Spec, overrides):
-    """Generate, write (content-addressed) and import the spec's module."""
-    source = _source(spec, overrides)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    name = f"parts_{spec.name}_{digest}"
-    if name not in _MODULES:
-        path = cache_dir() / "parts" / f"{name}.py"
-        if not path.exists():
-            atomic_write(path, source)
-        _MODULES[name] = import_path(path, name)
-    return _MODULES[name]
+    return load("parts", spec, **overrides)
 
 
 SPECS = {
@@ -84,13 +71,7 @@ def _fit(module, params, X, Y, **kwargs):
     return p, history
 
 
-def _assert_close(got, want, rtol: float, what: str) -> None:
-    """Each array within rtol of the reference's largest entry (scale-aware)."""
-    for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        w = np.asarray(w, dtype=np.float64)
-        scale = max(float(np.max(np.abs(w))), 1e-30)
-        err = float(np.max(np.abs(np.asarray(g, dtype=np.float64) - w))) / scale
-        assert err <= rtol, f"{what}[{i}]: error {err:.3g} of max |ref| > {rtol:g}"
+_assert_close = assert_close_arrays
 
 
 def _count_workers(module, monkeypatch) -> list[int]:

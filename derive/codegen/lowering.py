@@ -1314,14 +1314,8 @@ def _train_parts(
     """TRAIN_PARTS when a batch's rows are independent (no batch statistics,
     running statistics or dropout masks) and the per-sample loop work (the
     first of _sample_work's pair) reaches PARTS_MIN_LOOP_WORK; else 1."""
-    coupled = (
-        buffers.state
-        or buffers.masks
-        or update
-        or train_work[1]
-        or train_work[3]
-        or any(b.kind == "stat" for b in (*buffers.forward, *buffers.training))
-    )
+    # train_work's fixed floats are the batch statistics ("stat" buffers)
+    coupled = buffers.state or buffers.masks or update or train_work[1]
     return TRAIN_PARTS if not coupled and sample_work[0] >= PARTS_MIN_LOOP_WORK else 1
 
 

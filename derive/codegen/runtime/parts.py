@@ -91,22 +91,18 @@ def _train(
     is epoch e's loss sum, status and saved_* report a diverged epoch. work and
     iwork (_train_work(cols)) hold cols columns, a multiple of _TRAIN_PARTS, and
     after them the second part's gradient; each part gets cols / _TRAIN_PARTS
-    columns of them. A part whose columns are all past the batch's rows is not
-    run (its gradient would be zero).
+    columns of them (in one part, all of them). A part whose columns are all
+    past the batch's rows is not run (its gradient would be zero).
     """
     per_col, _, int_per_col, _ = _TRAIN_WORK
     n_rows = X_all.shape[0]
     cols = (work.size - grad.size * (_TRAIN_PARTS - 1)) // per_col
     parts, blas_threads = _part_threads()
-    part_cols = cols // _TRAIN_PARTS
+    part_cols = cols // parts  # in one part, all the columns (the second unused)
     part_grad = work[per_col * cols : per_col * cols + grad.size]
     size, int_size = per_col * part_cols, int_per_col * part_cols
     part_work = [work[:size], work[size : 2 * size]]
     part_iwork = [iwork[:int_size], iwork[int_size : 2 * int_size]]
-    if parts == 1:  # the whole batch in one part: all the columns
-        part_work[0] = work[: per_col * cols]
-        part_iwork[0] = iwork[: int_per_col * cols]
-        part_cols = cols
     limits = None
     if parts > 1:
         from threadpoolctl import threadpool_limits
