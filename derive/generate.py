@@ -165,7 +165,9 @@ def build(spec: Spec) -> ModuleType:
     Concurrent builders each write a complete temporary file and rename it into
     place, so none sees a partial file.
     """
-    directory = cache_dir() / f"v{__version__}-{generator_fingerprint()}"
+    directory = (
+        cache_dir() / f"v{__version__}-{generator_fingerprint()}{_opt_level_suffix()}"
+    )
     package = _cache_package(directory)
     module_name = f"derive_{spec.name}_{spec.hash}"
     qualified = f"{package}.{module_name}"
@@ -182,6 +184,19 @@ def build(spec: Spec) -> ModuleType:
         head = lower_head(spec, exported_names(kernel_source))
         atomic_write(path, render_module(head))
     return importlib.import_module(qualified)
+
+
+def _opt_level_suffix() -> str:
+    """``""`` at Numba's default optimization level (3), else ``-O<level>``
+    (``-Omax``): Numba's cache index does not record the level its machine code was
+    compiled at, so a process run with ``NUMBA_OPT=1`` (a quicker compile, slower
+    code) keeps its modules apart and never hands them to a default process."""
+    from numba.core import config
+
+    level = config.OPT
+    if getattr(level, "is_opt_max", False):
+        return "-Omax"
+    return "" if int(level) == 3 else f"-O{int(level)}"
 
 
 def _cache_package(directory: Path) -> str:

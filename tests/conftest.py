@@ -8,15 +8,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Built modules (and Numba's cache beside them) live in one place per checkout,
+# Built modules (and Numba's cache beside them) live in one place per checkout
+# and Numba optimization level (make test's tiers; Numba's cache index does not
+# record the level, and tests also import modules they write there themselves),
 # so a second pytest run does not compile again.
+_LEVEL_SUFFIX = f"-O{os.environ['NUMBA_OPT']}" if os.environ.get("NUMBA_OPT") else ""
 os.environ.setdefault(
-    "DERIVE_CACHE_DIR", str(ROOT / ".pytest_cache" / "derive_modules")
+    "DERIVE_CACHE_DIR", str(ROOT / ".pytest_cache" / f"derive_modules{_LEVEL_SUFFIX}")
 )
 
 # The key under which a torch comparison stores its worst relative gradient
 # error in its report's user_properties.
 TORCH_ERROR = "torch_worst_relative_gradient_error"
+
+
+def pytest_report_header() -> str:
+    """Which Numba optimization level the run compiles at (make test's tiers)."""
+    level = os.environ.get("NUMBA_OPT", "")
+    return f"NUMBA_OPT: {level or 'unset (Numba default, 3)'}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -132,8 +132,11 @@ def _standalone(spec: derive.Spec, stem: str):
 
 def test_a_new_spec_of_a_cached_architecture_builds_without_deriving(tmp_path):
     """In a fresh process, a spec whose architecture another spec compiled is
-    built without SymPy derivation and trains from Numba's cache (no compile)."""
+    built without SymPy derivation and trains from Numba's cache (no compile); a
+    process at another Numba optimization level builds and compiles its own."""
     env = {**os.environ, "DERIVE_CACHE_DIR": str(tmp_path)}
+    level = env.get("NUMBA_OPT", "3")
+    other_level = "2" if level != "2" else "1"
     script = textwrap.dedent(
         """
         import sys
@@ -157,20 +160,28 @@ def test_a_new_spec_of_a_cached_architecture_builds_without_deriving(tmp_path):
     )
     spec_path = str(ROOT / "examples" / "seed001_adam.toml")
     runs = []
-    for name in ("first", "second_spec", "third_spec"):
+    for name, opt in [("first", level), ("second_spec", level),
+                      ("third_spec", level), ("first", other_level)]:  # fmt: skip
         run = subprocess.run(
             [sys.executable, "-c", script, spec_path, name],
-            capture_output=True, text=True, env=env, timeout=300,
+            capture_output=True, text=True, env={**env, "NUMBA_OPT": opt},
+            timeout=300,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
         runs.append(run.stdout.split())
-    # the first process derived and compiled; the others neither derived (the
-    # engine was never imported) nor compiled
-    first, *others = runs
-    assert first == ["0", "1", "True", "True"]
-    assert others == [["1", "0", "False", "False"]] * 2
-    heads = sorted(p.name for p in tmp_path.glob("*/derive_*.py"))
-    assert len(heads) == 3 and len(list(tmp_path.glob("*/kernels_*.py"))) == 1
+    # the first process derived and compiled; the next two neither derived (the
+    # engine was never imported) nor compiled; the one at the other level did both
+    first, second, third, other = runs
+    assert first == other == ["0", "1", "True", "True"]
+    assert second == third == ["1", "0", "False", "False"]
+    # v<version>-<fingerprint> at level 3, with -O<level> appended at the others
+    other_directory = next(tmp_path.glob(f"*-O{other_level}"))
+    base = other_directory.name.removesuffix(f"-O{other_level}")
+    directory = tmp_path / (base if level == "3" else f"{base}-O{level}")
+    assert sorted(tmp_path.iterdir()) == sorted([directory, other_directory])
+    assert len(list(directory.glob("derive_*.py"))) == 3
+    assert len(list(other_directory.glob("derive_*.py"))) == 1
+    assert len(list(tmp_path.glob("*/kernels_*.py"))) == 2
 
 
 def test_import_derive_is_lazy():

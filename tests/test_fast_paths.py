@@ -28,6 +28,11 @@ from derive.codegen import lowering, printer
 from derive.generate import generate_source
 from derive.spec import Spec, spec_from_dict
 
+# make test runs this file in its second tier, at Numba's default level (O3): the
+# float32 BLAS and fast-tanh kernels are compared as shipped (fast-math lets LLVM
+# reorder sums differently per level).
+pytestmark = pytest.mark.optimized
+
 
 def _generate(spec: Spec, **overrides) -> str:
     return generate(spec, **overrides)

@@ -141,6 +141,9 @@ def test_fit_resumes_with_state():
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
 
 
+# at Numba's default level (make test's second tier): fast-math code is checked
+# as users run it
+@pytest.mark.optimized
 @pytest.mark.parametrize(
     ("head", "loss"),
     [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy")],
