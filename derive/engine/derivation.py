@@ -43,6 +43,7 @@ from .simplify import (
     Trace,
     introduce_sigmoid,
     introduce_softplus,
+    simplified,
 )
 from .transforms import im2col, with_residual
 
@@ -323,7 +324,7 @@ def derive_activation(
         raise DerivationError(f"SymPy cannot differentiate activation {label}: {d_raw}")
     d_z, z_trace = DERIVATIVE_STRATEGY.run(d_raw)
     passes = [("f'(z), from sympy.diff of the forward", z_trace)]
-    d_a = _output_form(sp.piecewise_fold(f), sp.piecewise_fold(sp.simplify(d_raw)))
+    d_a = _output_form(sp.piecewise_fold(f), sp.piecewise_fold(simplified(d_raw)))
     if d_a is not None:
         d_a, a_trace = DERIVATIVE_STRATEGY.run(d_a)
         passes.append(("f'(a), from the proved form in a = f(z)", a_trace))

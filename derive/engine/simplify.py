@@ -10,6 +10,7 @@ derived expression's :class:`Trace`, and ``derive explain --passes`` prints them
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,6 +110,14 @@ class SimplificationStrategy:
 # ------------------------------------------------------------------ the passes
 
 
+@functools.lru_cache(maxsize=256)
+def simplified(expr: sp.Expr) -> sp.Expr:
+    """``sympy.simplify(expr)``, remembered per expression: an activation's raw
+    derivative is simplified by its strategy and again for its output form (2 s
+    each for gelu_tanh)."""
+    return sp.simplify(expr)
+
+
 def simplify_branches(expr: sp.Expr) -> sp.Expr:
     """``sympy.simplify`` each branch of a Piecewise separately (and the whole
     expression otherwise); conditions are left as written, so the PyTorch
@@ -116,7 +125,7 @@ def simplify_branches(expr: sp.Expr) -> sp.Expr:
     expr = sp.piecewise_fold(expr)
     if isinstance(expr, sp.Piecewise):
         return sp.Piecewise(*[(simplify_branches(e), c) for e, c in expr.args])
-    return _smaller(expr, sp.simplify(expr))
+    return _smaller(expr, simplified(expr))
 
 
 def together_logs(expr: sp.Expr) -> sp.Expr:
