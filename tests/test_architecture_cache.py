@@ -136,7 +136,7 @@ def test_a_new_spec_of_a_cached_architecture_builds_without_deriving(tmp_path):
     process at another Numba optimization level builds and compiles its own."""
     env = {**os.environ, "DERIVE_CACHE_DIR": str(tmp_path)}
     level = env.get("NUMBA_OPT", "3")
-    other_level = "2" if level != "2" else "1"
+    other_level = "0" if level != "0" else "1"  # the quickest compile
     script = textwrap.dedent(
         """
         import sys
