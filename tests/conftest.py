@@ -28,6 +28,17 @@ def pytest_report_header() -> str:
     return f"NUMBA_OPT: {level or 'unset (Numba default, 3)'}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The property-based tests first (each builds a dozen random architectures,
+    25-45 s): started near the end, one of them can keep a pytest-xdist worker
+    busy after the other has run out of tests. The rest keep their order."""
+    items.sort(key=lambda item: not _hypothesis(item))
+
+
+def _hypothesis(item: pytest.Item) -> bool:
+    return bool(getattr(getattr(item, "obj", None), "is_hypothesis_test", False))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update",
