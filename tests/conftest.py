@@ -17,9 +17,14 @@ os.environ.setdefault(
     "DERIVE_CACHE_DIR", str(ROOT / ".pytest_cache" / f"derive_modules{_LEVEL_SUFFIX}")
 )
 
-# The key under which a torch comparison stores its worst relative gradient
-# error in its report's user_properties.
+# The keys under which a comparison stores its worst error in its report's
+# user_properties, and the heading the terminal summary prints it under.
 TORCH_ERROR = "torch_worst_relative_gradient_error"
+ONNX_DIFFERENCE = "onnx_worst_relative_difference"
+_SUMMARIES = {
+    TORCH_ERROR: "worst relative gradient error against torch",
+    ONNX_DIFFERENCE: "largest relative difference of onnxruntime (float32) from derive",
+}
 
 
 def pytest_report_header() -> str:
@@ -48,34 +53,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _recorder(request: pytest.FixtureRequest, key: str) -> Callable[[float], None]:
+    def record(error: float) -> None:
+        request.node.user_properties.append((key, float(error)))
+
+    return record
+
+
 @pytest.fixture
 def record_torch_error(request: pytest.FixtureRequest) -> Callable[[float], None]:
     """Records a comparison's worst relative gradient error against torch in the
     test's report (user_properties), which pytest-xdist workers send to the
     controller: ``pytest_terminal_summary`` prints the worst one per file."""
+    return _recorder(request, TORCH_ERROR)
 
-    def record(error: float) -> None:
-        request.node.user_properties.append((TORCH_ERROR, float(error)))
 
-    return record
+@pytest.fixture
+def record_onnx_difference(request: pytest.FixtureRequest) -> Callable[[float], None]:
+    """Records an onnxruntime comparison's largest relative difference from derive,
+    as ``record_torch_error`` does."""
+    return _recorder(request, ONNX_DIFFERENCE)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The worst relative gradient error against torch per test file, over every
+    """Per recorded kind (_SUMMARIES), the worst error per test file, over every
     recorded comparison of the run (passed or failed, on any worker)."""
-    worst: dict[str, tuple[float, str]] = {}
+    worst: dict[str, dict[str, tuple[float, str]]] = {key: {} for key in _SUMMARIES}
     for reports in terminalreporter.stats.values():
         for report in reports:
             if getattr(report, "when", None) != "call":
                 continue
             for key, error in getattr(report, "user_properties", ()):
-                if key != TORCH_ERROR:
+                if key not in worst:
                     continue
                 path, _, test = report.nodeid.partition("::")
-                if path not in worst or error > worst[path][0]:
-                    worst[path] = (error, test)
-    if not worst:
-        return
-    terminalreporter.write_sep("-", "worst relative gradient error against torch")
-    for path, (error, test) in sorted(worst.items()):
-        terminalreporter.write_line(f"{path}: {error:.3g} ({test})")
+                if path not in worst[key] or error > worst[key][path][0]:
+                    worst[key][path] = (error, test)
+    for key, per_file in worst.items():
+        if not per_file:
+            continue
+        terminalreporter.write_sep("-", _SUMMARIES[key])
+        for path, (error, test) in sorted(per_file.items()):
+            terminalreporter.write_line(f"{path}: {error:.3g} ({test})")

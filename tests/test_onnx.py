@@ -41,7 +41,6 @@ SPECS = {
     "every_function": EVERY_FUNCTION,
 }
 FLOAT32 = ["softmax_classifier", "digits_cnn", "digits_dense"]
-WORST: dict[str, tuple[float, float]] = {}
 
 
 def run(path, X, spec):
@@ -62,16 +61,17 @@ def trained(spec, rng, rows=24):
     return net
 
 
-def compare(name, net, path, X):
+def compare(net, path, X, record):
+    """onnxruntime's outputs against derive's, to 1e-5; records the largest
+    difference relative to the outputs' size (printed at the end of the run)."""
     got, want = run(path, X, net.spec), net.outputs(X).astype(np.float64)
     absolute = float(np.max(np.abs(got - want)))
-    relative = absolute / max(1.0, float(np.max(np.abs(want))))
-    WORST[name] = (absolute, relative)
+    record(absolute / max(1.0, float(np.max(np.abs(want)))))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_onnxruntime_outputs_equal_derive(name, tmp_path):
+def test_onnxruntime_outputs_equal_derive(name, tmp_path, record_onnx_difference):
     rng = np.random.default_rng(len(name))
     net = trained(SPECS[name], rng)
     path = net.to_onnx(tmp_path / f"{name}.onnx")
@@ -80,17 +80,17 @@ def test_onnxruntime_outputs_equal_derive(name, tmp_path):
     assert model.ir_version == IR_VERSION
     assert [(o.domain, o.version) for o in model.opset_import] == [("", OPSET)]
     X = 2.0 * rng.normal(size=(11, net.spec.n_inputs))
-    compare(name, net, path, X)
+    compare(net, path, X, record_onnx_difference)
 
 
 @pytest.mark.parametrize("name", FLOAT32)
-def test_float32_examples(name, tmp_path):
+def test_float32_examples(name, tmp_path, record_onnx_difference):
     net = Network(load_spec(ROOT / "examples" / f"{name}.toml"))
     X = np.random.default_rng(0).uniform(0, 16, (9, net.spec.n_inputs))
-    compare(name, net, net.to_onnx(tmp_path / "m.onnx"), X)
+    compare(net, net.to_onnx(tmp_path / "m.onnx"), X, record_onnx_difference)
 
 
-def test_large_inputs_stay_finite(tmp_path):
+def test_large_inputs_stay_finite(tmp_path, record_onnx_difference):
     """Softplus, sigmoid and softmax of large pre-activations (|z| ~ 1e3)."""
     for name in (
         "hidden_softplus",
@@ -99,7 +99,7 @@ def test_large_inputs_stay_finite(tmp_path):
     ):
         net = Network(SPECS[name])
         X = 500.0 * np.random.default_rng(1).normal(size=(8, net.spec.n_inputs))
-        compare(f"large {name}", net, net.to_onnx(tmp_path / "m.onnx"), X)
+        compare(net, net.to_onnx(tmp_path / "m.onnx"), X, record_onnx_difference)
 
 
 def ops(path):
@@ -165,13 +165,3 @@ def test_an_expression_onnx_cannot_express_is_refused():
     with pytest.raises(DeriveError, match="layer 1: cannot export the expression "
                        "part floor\\(z\\) \\(floor\\)"):  # fmt: skip
         Names(x, "layer 1").walk(sp.floor(x) + x)
-
-
-def test_worst_onnx_difference_report():
-    """Prints the largest differences (runs after the comparisons; -s shows it)."""
-    if not WORST:
-        pytest.skip("the comparisons did not run")
-    name = max(WORST, key=lambda k: WORST[k][1])
-    print(f"\nONNX (onnxruntime {ort.__version__}, float32) vs derive: max |diff| "
-          f"{max(a for a, _ in WORST.values()):.3g}, max relative "
-          f"{WORST[name][1]:.3g} ({name}; {len(WORST)} networks)")  # fmt: skip
