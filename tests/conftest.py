@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from derive.generate import _opt_level_suffix
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Built modules (and Numba's cache beside them) live in one place per checkout
 # and Numba optimization level (make test's tiers; Numba's cache index does not
 # record the level, and tests also import modules they write there themselves),
 # so a second pytest run does not compile again.
-_LEVEL_SUFFIX = f"-O{os.environ['NUMBA_OPT']}" if os.environ.get("NUMBA_OPT") else ""
 os.environ.setdefault(
-    "DERIVE_CACHE_DIR", str(ROOT / ".pytest_cache" / f"derive_modules{_LEVEL_SUFFIX}")
+    "DERIVE_CACHE_DIR",
+    str(ROOT / ".pytest_cache" / f"derive_modules{_opt_level_suffix()}"),
 )
 
 # The keys under which a comparison stores its worst error in its report's
