@@ -165,6 +165,11 @@ def append_latency(lines: list[str]) -> None:
         print("\n".join(lines))
 
 
+def default_rounds(quick: bool) -> int:
+    """Rounds without --rounds: 2 for a full run, 1 with --quick."""
+    return 1 if quick else 2
+
+
 def merge_round(first: dict, later: dict) -> dict:
     """Fold a later round's worker result for one implementation into the
     first round's (in place; returns it). Per workload: each round's median
@@ -457,7 +462,7 @@ def write_markdown(path, results, rows, lines, meta, scaling_drawn) -> None:
     info = meta["machine"]
     command = "python bench/run.py" + " --quick" * meta["quick"]
     rounds = meta.get("rounds", 1)  # runs before --rounds had one
-    if rounds != (1 if meta["quick"] else 2):
+    if rounds != default_rounds(meta["quick"]):
         command += f" --rounds {rounds}"
     if meta["threads"] != THREADS:
         command += f" --threads {meta['threads']}"
@@ -719,7 +724,7 @@ def main(argv=None) -> None:
     builds = None if args.no_build else measure_builds()
     depths = None if args.no_build or args.quick else measure_depths()
     results: dict = {}
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
+    rounds = args.rounds if args.rounds is not None else default_rounds(args.quick)
     for number in range(rounds):
         # derive first in the first round: its worker writes the initial weights
         # and reference runs the others check against; later rounds alternate
