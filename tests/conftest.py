@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Built modules (and Numba's cache beside them) live in one place per checkout
 # and Numba optimization level (make test's tiers; Numba's cache index does not
 # record the level, and tests also import modules they write there themselves),
-# so a second pytest run does not compile again.
+# so a second pytest run does not compile again (except at NUMBA_OPT=0, where
+# Numba caches no kernel that calls another: see pytest_configure).
 os.environ.setdefault(
     "DERIVE_CACHE_DIR",
     str(ROOT / ".pytest_cache" / f"derive_modules{_opt_level_suffix()}"),
@@ -33,6 +34,18 @@ def pytest_report_header() -> str:
     """Which Numba optimization level the run compiles at (make test's tiers)."""
     level = os.environ.get("NUMBA_OPT", "")
     return f"NUMBA_OPT: {level or 'unset (Numba default, 3)'}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """At NUMBA_OPT=0 (make test's first tier) Numba declines, with a warning, to
+    cache any kernel that calls another jitted function: expected at that level, so
+    not reported. The tests of the cache run their processes at a level that caches
+    (numba_env.caching_env)."""
+    if _opt_level_suffix() == "-O0":
+        config.addinivalue_line(
+            "filterwarnings",
+            "ignore:Cannot cache compiled function:numba.core.errors.NumbaWarning",
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

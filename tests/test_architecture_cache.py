@@ -6,7 +6,6 @@ hyper-parameters or training settings share one kernel module in the build cache
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 from corpus import CORPUS, ROOT, TRAINING_CORPUS
+from numba_env import caching_env
 
 import derive
 from derive.codegen.lowering import lower
@@ -134,9 +134,9 @@ def test_a_new_spec_of_a_cached_architecture_builds_without_deriving(tmp_path):
     """In a fresh process, a spec whose architecture another spec compiled is
     built without SymPy derivation and trains from Numba's cache (no compile); a
     process at another Numba optimization level builds and compiles its own."""
-    env = {**os.environ, "DERIVE_CACHE_DIR": str(tmp_path)}
-    level = env.get("NUMBA_OPT", "3")
-    other_level = "0" if level != "0" else "1"  # the quickest compile
+    env = caching_env(DERIVE_CACHE_DIR=str(tmp_path))
+    level = env.get("NUMBA_OPT", "3")  # never 0: Numba caches nothing at 0
+    other_level = "0"  # the quickest compile
     script = textwrap.dedent(
         """
         import sys

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import ROOT
+from numba_env import caching_env
 
 from derive.cli import main
 
@@ -78,7 +79,7 @@ def test_module_cache_files_have_the_umask_mode(tmp_path, mask):
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        env={**os.environ, "DERIVE_CACHE_DIR": str(cache)},
+        env=caching_env(DERIVE_CACHE_DIR=str(cache)),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

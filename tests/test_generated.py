@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import CORPUS, EXAMPLES, ROOT
+from numba_env import caching_env
 
 import derive
 from derive.codegen.head import architecture_module, exported_names, lower_head
@@ -216,7 +217,7 @@ def _build_script(spec_path: Path) -> str:
 
 
 def test_build_reuses_file_and_numba_cache_across_processes(tmp_path):
-    env = {**os.environ, "DERIVE_CACHE_DIR": str(tmp_path)}
+    env = caching_env(DERIVE_CACHE_DIR=str(tmp_path))
     script = _build_script(ROOT / "examples" / "seed001.toml")
     first = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env
