@@ -28,10 +28,10 @@ demo: $(VENV)/.installed
 # quickest compile; in fresh clones that tier took 379-446 s, at
 # NUMBA_OPT=1 525 s, and all of make test 8:48 instead of 10:16). At 0 Numba
 # writes no cache for kernels that call other jitted functions, so each process
-# compiles what it uses and the tests of the cache run their processes at 1
-# (tests/numba_env.py). The tests marked `optimized` check float32 fast-math
-# code, whose sums LLVM may reorder differently per level, at Numba's default
-# level, as users run it. Plain `pytest` runs everything at the default.
+# compiles what it uses, and the tests of the cache and the sweep's Dask workers
+# run at 1 (tests/numba_env.py). The tests marked `optimized` check float32
+# fast-math code, whose sums LLVM may reorder differently per level, at Numba's
+# default level, as users run it. Plain `pytest` runs everything at the default.
 test: $(VENV)/.installed
 	NUMBA_OPT=0 $(BIN)/python -m pytest -q -n 2 --dist worksteal -m 'not optimized'
 	env -u NUMBA_OPT $(BIN)/python -m pytest -q -n 2 --dist worksteal -m optimized

@@ -1,4 +1,4 @@
-"""The environment for a test's subprocesses that check Numba's on-disk cache."""
+"""The environment of test processes that rely on Numba's on-disk cache."""
 
 from __future__ import annotations
 

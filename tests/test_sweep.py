@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 from corpus import ROOT
+from numba_env import caching_env
 
 import derive
 from derive.cli import main
@@ -52,12 +53,18 @@ def _same(rows):
 
 @pytest.fixture(scope="module")
 def client():
+    """A 2-worker LocalCluster. Its workers (and those the nanny restarts) run at
+    a Numba level that caches, as the sweep's one compile per architecture needs:
+    at NUMBA_OPT=0 (make test's first tier) the second worker would compile its
+    warm-up instead of loading it, and might get no trial."""
     import dask
 
+    level = caching_env().get("NUMBA_OPT")  # the nanny's env wins over os.environ
     with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
         cluster = distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True,
             dashboard_address=":0", silence_logs=logging.ERROR,
+            env={"NUMBA_OPT": level} if level is not None else None,
         )  # fmt: skip
     with distributed.Client(cluster) as dask_client:
         yield dask_client
@@ -161,6 +168,8 @@ def test_rows_bit_identical_on_sync_one_and_two_workers(two_workers):
     )
     assert _same(sync.rows) == _same(one.rows) == _same(two_workers.rows)
     assert len({r["worker"] for r in two_workers.rows}) == 2  # both took trials
+    # the other worker of each architecture loaded it from Numba's cache
+    assert two_workers.compiles["cache_loads"] >= 2, two_workers.warmups
     assert one.workers == 1 and two_workers.workers == 2
     assert sync.best()["point"] == two_workers.best()["point"]
     # each architecture warmed once per worker, nothing compiled inside a trial
