@@ -25,13 +25,14 @@ demo: $(VENV)/.installed
 # compiles, so each core takes one; they share the module cache on disk.
 # Two tiers: float64 code compiles without fast-math, so LLVM's optimization
 # level does not change its results, and most tests compile at NUMBA_OPT=0 (the
-# quickest compile; in fresh clones that tier took 379-446 s, at
-# NUMBA_OPT=1 525 s, and all of make test 8:48 instead of 10:16). At 0 Numba
-# writes no cache for kernels that call other jitted functions, so each process
-# compiles what it uses, and the tests of the cache and the sweep's Dask workers
-# run at 1 (tests/numba_env.py). The tests marked `optimized` check float32
-# fast-math code, whose sums LLVM may reorder differently per level, at Numba's
-# default level, as users run it. Plain `pytest` runs everything at the default.
+# quickest compile; in fresh clones that tier took 379-463 s, at
+# NUMBA_OPT=1 525 s, and all of make test 8:08-9:16 instead of 10:16). At 0
+# Numba writes no cache for kernels that call other jitted functions, so each
+# process compiles what it uses, and the tests of the cache and the sweep's Dask
+# workers run at 1 (tests/numba_env.py). The tests marked `optimized` check
+# float32 fast-math code, whose sums LLVM may reorder differently per level, at
+# Numba's default level, as users run it. Plain `pytest` runs everything at the
+# default.
 test: $(VENV)/.installed
 	NUMBA_OPT=0 $(BIN)/python -m pytest -q -n 2 --dist worksteal -m 'not optimized'
 	env -u NUMBA_OPT $(BIN)/python -m pytest -q -n 2 --dist worksteal -m optimized
