@@ -21,7 +21,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .codegen.head import architecture_module, exported_names, lower_head
+from .codegen.head import (
+    architecture_module,
+    exported_names,
+    kernel_param_names,
+    lower_head,
+)
 from .codegen.render import render_kernels, render_module, templates_dir
 from .errors import DeriveError
 from .fileio import atomic_write
@@ -181,7 +186,9 @@ def build(spec: Spec) -> ModuleType:
         else:
             kernel_source = render_kernels(lower_architecture(spec))
             atomic_write(kernels, kernel_source)
-        head = lower_head(spec, exported_names(kernel_source))
+        head = lower_head(
+            spec, exported_names(kernel_source), kernel_param_names(kernel_source)
+        )
         atomic_write(path, render_module(head))
     return importlib.import_module(qualified)
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import sympy as sp
-
+from ._lazy import sympy as sp
 from .errors import ExpressionError
-from .exprparse import parse_expression
+
+if TYPE_CHECKING:
+    import sympy
 
 Constraint = Literal["positive", "nonnegative", "real"]
 
@@ -56,7 +57,7 @@ class Activation:
 
     name: str
     doc: str
-    forward: Callable[..., sp.Expr]
+    forward: Callable[..., sympy.Expr]
     params: tuple[Param, ...] = ()
     kind: Literal["elementwise", "softmax"] = "elementwise"
     init: Literal["xavier", "he"] = "xavier"
@@ -76,43 +77,61 @@ class Loss:
 
     name: str
     doc: str
-    forward: Callable[..., sp.Expr]
+    forward: Callable[..., sympy.Expr]
     reduce: Literal["mean", "sum"] = "mean"
     params: tuple[Param, ...] = ()
     requires_activation: tuple[str, ...] = ()
     targets: Literal["any", "probability", "distribution"] = "any"
 
 
-def _relu(z: sp.Expr) -> sp.Expr:
+def _relu(z: sympy.Expr) -> sympy.Expr:
     return sp.Piecewise((z, z > 0), (0, True))
 
 
-def _leaky_relu(z: sp.Expr, alpha: sp.Expr) -> sp.Expr:
+def _leaky_relu(z: sympy.Expr, alpha: sympy.Expr) -> sympy.Expr:
     return sp.Piecewise((z, z > 0), (alpha * z, True))
 
 
-def _elu(z: sp.Expr, alpha: sp.Expr) -> sp.Expr:
+def _elu(z: sympy.Expr, alpha: sympy.Expr) -> sympy.Expr:
     return sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True))
 
 
-# SELU's constants, as in Klambauer et al. (2017) and torch.nn.SELU.
-SELU_ALPHA = sp.Float("1.6732632423543772848170429916717", 30)
-SELU_SCALE = sp.Float("1.0507009873554804934193349852946", 30)
+# SELU's constants, as in Klambauer et al. (2017) and torch.nn.SELU (SymPy
+# Floats of 30 digits, made on first use: ``SELU_ALPHA``, ``SELU_SCALE``).
+_SELU_DIGITS = {
+    "SELU_ALPHA": "1.6732632423543772848170429916717",
+    "SELU_SCALE": "1.0507009873554804934193349852946",
+}
 
 
-def _selu(z: sp.Expr) -> sp.Expr:
-    return SELU_SCALE * sp.Piecewise((z, z > 0), (SELU_ALPHA * (sp.exp(z) - 1), True))
+def __getattr__(name: str) -> Any:
+    if name in _SELU_DIGITS:
+        return sp.Float(_SELU_DIGITS[name], 30)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _softmax(z: sp.IndexedBase, i: sp.Symbol, k: sp.Symbol, n: sp.Expr) -> sp.Expr:
+def _selu_constants() -> tuple[sympy.Float, sympy.Float]:
+    return sp.Float(_SELU_DIGITS["SELU_ALPHA"], 30), sp.Float(
+        _SELU_DIGITS["SELU_SCALE"], 30
+    )
+
+
+def _selu(z: sympy.Expr) -> sympy.Expr:
+    alpha, scale = _selu_constants()
+    return scale * sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True))
+
+
+def _softmax(
+    z: sympy.IndexedBase, i: sympy.Symbol, k: sympy.Symbol, n: sympy.Expr
+) -> sympy.Expr:
     return sp.exp(z[i]) / sp.Sum(sp.exp(z[k]), (k, 0, n - 1))
 
 
-def _sigmoid(z: sp.Expr) -> sp.Expr:
+def _sigmoid(z: sympy.Expr) -> sympy.Expr:
     return 1 / (1 + sp.exp(-z))
 
 
-def _huber(y_hat: sp.Expr, y: sp.Expr, delta: sp.Expr) -> sp.Expr:
+def _huber(y_hat: sympy.Expr, y: sympy.Expr, delta: sympy.Expr) -> sympy.Expr:
     u = y_hat - y
     # torch.nn.HuberLoss: quadratic where |u| < delta.
     return sp.Piecewise(
@@ -125,7 +144,7 @@ ACTIVATIONS: Mapping[str, Activation] = {
     for a in [
         Activation("identity", "a = z", lambda z: z),
         Activation("sigmoid", "logistic 1 / (1 + exp(-z))", _sigmoid),
-        Activation("tanh", "hyperbolic tangent", sp.tanh),
+        Activation("tanh", "hyperbolic tangent", lambda z: sp.tanh(z)),
         Activation("relu", "max(z, 0); relu'(0) = 0", _relu, init="he"),
         Activation(
             "leaky_relu",
@@ -247,8 +266,10 @@ def user_activation(expr: UserExpr) -> Activation:
 
     Raises :class:`ExpressionError` if the text is refused or does not use ``x``.
     """
+    from .exprparse import parse_expression
+
     x = sp.Symbol("x", real=True)
-    names: dict[str, sp.Expr] = {"x": x}
+    names: dict[str, sympy.Expr] = {"x": x}
     names.update({k: sp.nsimplify(v, rational=True) for k, v in expr.constants})
     parsed = parse_expression(expr.text, names)
     if x not in parsed.free_symbols:
@@ -263,8 +284,10 @@ def user_activation(expr: UserExpr) -> Activation:
 
 def user_loss(expr: UserExpr) -> Loss:
     """Build a per-element loss from a user expression in ``y_hat`` and ``y``."""
+    from .exprparse import parse_expression
+
     y_hat, y = sp.symbols("y_hat y", real=True)
-    names: dict[str, sp.Expr] = {"y_hat": y_hat, "y": y}
+    names: dict[str, sympy.Expr] = {"y_hat": y_hat, "y": y}
     names.update({k: sp.nsimplify(v, rational=True) for k, v in expr.constants})
     parsed = parse_expression(expr.text, names)
     if y_hat not in parsed.free_symbols:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExpressionError, SpecError, SpecWarning
-from .layers import DEFAULT_KIND, LAYER_KINDS, LayerKind
-from .layers import Param as LayerParam
+from .layers import DEFAULT_KIND, LAYER_INTERFACES
+from .layers.interface import KindInterface
+from .layers.interface import Param as LayerParam
 from .ops import ACTIVATIONS, LOSSES, RESERVED, Activation, Loss, UserExpr
 from .ops import user_activation as _user_activation
 from .ops import user_loss as _user_loss
@@ -71,7 +72,7 @@ class OpRef:
 
 @dataclass(frozen=True)
 class Layer:
-    """One ``[[layers]]`` table: a layer kind (:data:`~derive.layers.LAYER_KINDS`),
+    """One ``[[layers]]`` table: a layer kind (:data:`~derive.layers.LAYER_INTERFACES`),
     its attributes in canonical form (every parameter of the kind, in its order;
     sizes as one int per spatial axis), and its activation (kinds that take one).
 
@@ -111,7 +112,7 @@ class Layer:
     @property
     def label(self) -> str:
         """Short text, e.g. ``conv2d(filters=8, kernel=3x3, ...)``, for summaries."""
-        return LAYER_KINDS[self.kind].label(dict(self.attrs))
+        return LAYER_INTERFACES[self.kind].label(dict(self.attrs))
 
 
 @dataclass(frozen=True)
@@ -276,9 +277,8 @@ def _layer_shapes(
 ) -> tuple[tuple[int, ...], ...]:
     shapes = [input_shape]
     for layer in layers:
-        kind = LAYER_KINDS[layer.kind]
-        binding = kind.binding(dict(layer.attrs), shapes[-1])
-        shapes.append(kind.bound_output_shape(binding, shapes[-1]))
+        kind = LAYER_INTERFACES[layer.kind]
+        shapes.append(kind.output_shape(dict(layer.attrs), shapes[-1]))
     return tuple(shapes)
 
 
@@ -651,15 +651,15 @@ def _layer(raw: Any, idx: int, n_layers: int, problems: _Problems) -> Layer | No
         problems.add(where, f"must be a table with units and activation, got {raw!r}")
         return None
     kind_name = raw.get("kind", DEFAULT_KIND)
-    if not isinstance(kind_name, str) or kind_name not in LAYER_KINDS:
-        names = sorted(LAYER_KINDS)
+    if not isinstance(kind_name, str) or kind_name not in LAYER_INTERFACES:
+        names = sorted(LAYER_INTERFACES)
         problems.add(
             where,
             f"unknown layer kind {kind_name!r}{_suggest(str(kind_name), names)}; "
             f"available: {', '.join(names)}",
         )
         return None
-    kind = LAYER_KINDS[kind_name]
+    kind = LAYER_INTERFACES[kind_name]
     allowed = [p.name for p in kind.params]
     if kind.activation:
         allowed += ["activation", "residual"]
@@ -743,7 +743,7 @@ def _residual(value: Any, idx: int, where: str, problems: _Problems) -> int | No
     return None
 
 
-def _canonical_size(value: Any, param: LayerParam, kind: LayerKind) -> Any:
+def _canonical_size(value: Any, param: LayerParam, kind: KindInterface) -> Any:
     if param.type != "size":
         return value
     rank = kind.rank or 1
@@ -751,7 +751,7 @@ def _canonical_size(value: Any, param: LayerParam, kind: LayerKind) -> Any:
 
 
 def _layer_param(
-    value: Any, param: LayerParam, kind: LayerKind, where: str, problems: _Problems
+    value: Any, param: LayerParam, kind: KindInterface, where: str, problems: _Problems
 ) -> Any:
     """One attribute checked against its Param: type, per-axis count, minimum."""
     name = f"{param.name}"
@@ -818,7 +818,7 @@ def _check_shape(
     output size below 1, with the computed size), pooling padding over half the
     kernel."""
     where = f"layers[{idx}]"
-    kind = LAYER_KINDS[layer.kind]
+    kind = LAYER_INTERFACES[layer.kind]
     given = "x".join(map(str, shape))
     source = "the input" if idx == 1 else f"layer {idx - 1}"
     if kind.rank is not None and len(shape) != kind.rank + 1:
@@ -873,8 +873,7 @@ def _check_shape(
                 ok = False
         if not ok:
             return None
-    binding = kind.binding(attrs, shape)
-    return kind.bound_output_shape(binding, shape)
+    return kind.output_shape(attrs, shape)
 
 
 def _check_pairing(out: OpRef, loss: OpRef, problems: _Problems) -> None:

@@ -12,16 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import CORPUS, EXAMPLES, ROOT
+from corpus import CORPUS, EXAMPLES, ROOT, TRAINING_CORPUS
 from numba_env import caching_env
 
 import derive
-from derive.codegen.head import architecture_module, exported_names, lower_head
+from derive.codegen.head import (
+    architecture_module,
+    exported_names,
+    kernel_param_names,
+    lower_head,
+    param_names,
+)
 from derive.codegen.lowering import lower
 from derive.codegen.render import render_kernels, render_module
 from derive.engine.derivation import derive as derive_expressions
 from derive.generate import atomic_write, comparable, generate_source, read_header
-from derive.spec import load_spec
+from derive.spec import load_spec, spec_from_dict
 
 
 def _ruff() -> str:
@@ -284,3 +290,13 @@ def test_read_only_and_strided_inputs_reuse_the_compiled_kernels():
         module.predict(params, inputs)
     for kernel in (module._train, module._gradients, module._forward):
         assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
+
+
+@pytest.mark.parametrize("name", ["conv_bn_ln_residual", "vector_bn_dropout_residual"])
+def test_a_cached_kernel_module_lists_the_parameters_its_specs_name(name):
+    """A head built on a cached kernel module takes the parameter names from its
+    _PARAMS (no SymPy): they are the names the kinds' definitions give."""
+    spec = spec_from_dict(TRAINING_CORPUS[name])
+    kernels = render_kernels(lower(derive_expressions(spec)))
+    assert kernel_param_names(kernels) == param_names(spec)
+    assert {"W1", "gamma2", "beta2"} <= set(param_names(spec))

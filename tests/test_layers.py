@@ -13,6 +13,8 @@ input gradient of every layer under test is part of a parameter's gradient.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -551,3 +553,67 @@ def test_canonical_form_fills_defaults_and_keeps_dense_hashes():
     again = derive.parse_spec(spec.to_toml())
     assert again == spec and again.hash == spec.hash
     assert "kind" not in spec.to_dict()["layers"][-1]  # a dense layer names no kind
+
+
+def _check_cases():
+    for kind in LAYER_KINDS.values():
+        for variant in (kind, *(v for _, _, v in kind.variants)):
+            for n, (attrs, shape) in enumerate(variant.checks):
+                yield pytest.param(variant, attrs, shape, id=f"{variant.name}-{n}")
+    # flatten has no checks: a view of any shape
+    yield pytest.param(LAYER_KINDS["flatten"], {}, (3, 4, 5), id="flatten")
+
+
+@pytest.mark.parametrize(("kind", "attrs", "shape"), list(_check_cases()))
+def test_interface_shape_rule_is_the_definitions_shape(kind, attrs, shape):
+    """The spec's output shapes (the SymPy-free shape rule, in ints) are the ones
+    the SymPy definition gives (its size formulas, bound), on every kind's
+    checks: the formulas come from the rule, through the attribute symbols."""
+    binding = kind.binding(attrs, shape)
+    assert kind.interface.output_shape(attrs, shape) == kind.bound_output_shape(
+        binding, shape
+    )
+    # and the formulas are SymPy's own floor division of the rule, not numbers
+    for formula in kind.sizes.values():
+        assert formula.has(sp.floor) and formula.free_symbols
+
+
+def test_loading_specs_of_every_kind_does_not_import_sympy(tmp_path):
+    """Validating a spec (every layer kind, shapes, hashes) reads the kinds'
+    interfaces only: a process that loads specs and never derives never imports
+    SymPy (derive predict, derive fit of a cached architecture)."""
+    from corpus import CNN_CORPUS, TRAINING_CORPUS
+
+    avg_pool1d = _network(
+        "avg_pool1d", (2, 9), [_conv(1, 2, kernel=3), _pool("avg_pool1d", kernel=2)]
+    )
+    specs = [
+        *CNN_CORPUS.values(),
+        *map(spec_from_dict, [*TRAINING_CORPUS.values(), avg_pool1d]),
+    ]
+    paths = []
+    for n, spec in enumerate(specs):
+        path = tmp_path / f"spec{n}.toml"
+        path.write_text(spec.to_toml(), encoding="utf-8")
+        paths.append(str(path))
+    assert {layer.kind for spec in specs for layer in spec.layers} == set(LAYER_KINDS)
+    script = (
+        "import sys, derive\n"
+        "for path in sys.argv[1:]:\n"
+        "    spec = derive.load_spec(path)\n"
+        "    print(spec.hash, spec.architecture_hash, spec.shapes)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    *lines, imported = run.stdout.splitlines()
+    assert imported == "False"
+    # the same hashes and shapes as in this process, where SymPy is loaded
+    for path, line in zip(paths, lines, strict=True):
+        spec = derive.load_spec(path)
+        assert line == f"{spec.hash} {spec.architecture_hash} {spec.shapes}"

@@ -20,21 +20,19 @@ from derive.engine.derivation import derive_kind
 from derive.engine.interpret import run_rules
 from derive.engine.proofs import kind_proofs, prove
 from derive.layers import LAYER_KINDS
-from derive.layers.ir import B
-from derive.layers.norm import (
-    BATCH_NORM,
-    BATCH_NORM_PLAIN,
-    LAYER_NORM,
-    LAYER_NORM_PLAIN,
-    c,
-    dy,
-    eps,
-    gamma,
-    r,
-    s,
-    var,
-    xc,
-    xhat,
+from derive.layers.ir import B, integer_symbols
+
+BATCH_NORM = LAYER_KINDS["batch_norm"]
+BATCH_NORM_PLAIN = BATCH_NORM.resolve({"affine": False})
+LAYER_NORM = LAYER_KINDS["layer_norm"]
+LAYER_NORM_PLAIN = LAYER_NORM.resolve({"elementwise_affine": False})
+# batch norm's symbols, as derive/layers/norm.py makes them (SymPy symbols are
+# equal by name and assumptions; test_the_right_claim_in_these_symbols_is_proved
+# checks that these are the kind's own)
+c, r, s = integer_symbols("c r s")
+eps = sp.Symbol("epsilon", positive=True)
+dy, gamma, var, xc, xhat = (
+    sp.IndexedBase(name) for name in ("dy", "gamma", "var", "xc", "xhat")
 )
 
 
@@ -91,6 +89,20 @@ WRONG = {
     / (N * SIGMA)
     * (N * dy[c, r] - _sum(dy[c, s]) - xhat[c, r] * _sum(dy[c, s] * xhat[c, s])),
 }
+
+
+def test_the_right_claim_in_these_symbols_is_proved():
+    """The claim written in this file's symbols is proved, so a wrong claim
+    below fails for its error, not for symbols the kind does not use."""
+    (claim,) = BATCH_NORM.claims
+    right = (
+        gamma[c]
+        / (N * SIGMA)
+        * (N * dy[c, r] - _sum(dy[c, s]) - xhat[c, r] * _sum(dy[c, s] * xhat[c, s]))
+    )
+    gathers = derive_kind(BATCH_NORM).gathers
+    assert claim.index == (c, r)
+    assert prove(BATCH_NORM, gathers, replace(claim, value=right)).holds
 
 
 @pytest.mark.parametrize("wrong", sorted(WRONG))

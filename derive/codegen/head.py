@@ -81,7 +81,9 @@ def architecture_module(spec: Spec) -> str:
 
 
 def param_names(spec: Spec) -> tuple[str, ...]:
-    """``("W1", "b1", ...)``: the parameters in the order of ``params``."""
+    """``("W1", "b1", ...)``: the parameters in the order of ``params`` (from the
+    kinds' definitions: imports SymPy; a cached kernel module lists them,
+    :func:`kernel_param_names`)."""
     names = []
     for index, layer in enumerate(spec.layers, start=1):
         kind = LAYER_KINDS[layer.kind].resolve(dict(layer.attrs))
@@ -109,10 +111,27 @@ def exported_names(source: str) -> tuple[str, ...]:
     return tuple(sorted(set(names), key=order))
 
 
-def lower_head(spec: Spec, architecture_names: tuple[str, ...] = ()) -> HeadModel:
+def kernel_param_names(source: str) -> tuple[str, ...]:
+    """The parameter names a kernel module's ``_PARAMS`` lists, in order: the
+    names :func:`param_names` gives its specs, read without SymPy."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_PARAMS" for t in node.targets
+        ):
+            return tuple(entry[0] for entry in ast.literal_eval(node.value))
+    raise ValueError("the kernel module has no _PARAMS")
+
+
+def lower_head(
+    spec: Spec,
+    architecture_names: tuple[str, ...] = (),
+    params: tuple[str, ...] | None = None,
+) -> HeadModel:
     """The head of ``spec``'s module. With ``architecture_names`` (the names of a
     cached kernel module) it imports the architecture; without, the architecture
-    is printed inline (a standalone module)."""
+    is printed inline (a standalone module). ``params``: the parameter names, if
+    known (a cached kernel module's, :func:`kernel_param_names`; else from the
+    kinds' definitions)."""
     sympy_version, numba_version = tool_versions()
     return HeadModel(
         generator_version=__version__,
@@ -122,7 +141,7 @@ def lower_head(spec: Spec, architecture_names: tuple[str, ...] = ()) -> HeadMode
         spec_hash=spec.hash,
         spec_toml=spec.to_toml(),
         summary=summary(spec),
-        param_heads=param_names(spec)[:4],
+        param_heads=(param_names(spec) if params is None else params)[:4],
         input_shape=spec.input_shape,
         n_input=spec.n_inputs,
         n_output=spec.sizes[-1],

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from ..layers.ir import LayerKind, Statement, TensorDef
+from ..layers.ir import KindInterface, LayerKind, Statement, TensorDef
 from .adjoint import value_reads
 
 #: The name of the windows tensor im2col introduces.
@@ -72,12 +72,19 @@ def im2col(kind: LayerKind) -> LayerKind | None:
     # everything else as the kind has it: the rewrite changes statements only
     return replace(
         kind,
-        name=f"{kind.name}_im2col",
-        doc=f"{kind.name} as im2col + a matrix product",
+        interface=_renamed(
+            kind, f"{kind.name}_im2col", f"{kind.name} as im2col + a matrix product"
+        ),
         tensors=(*kind.tensors, cols),
         forward=(copy, product),
         variants=(),
     )
+
+
+def _renamed(kind: LayerKind, name: str, doc: str) -> KindInterface:
+    """The kind's interface under another name and doc, for a rewritten form of
+    it (its ``definition`` stays the kind's own: a rewrite is not registered)."""
+    return replace(kind.interface, name=name, doc=doc)
 
 
 #: The name of the tensor a residual connection adds.
@@ -102,7 +109,7 @@ def with_residual(kind: LayerKind) -> LayerKind:
     )
     return replace(
         kind,
-        doc=f"{kind.name} with a residual connection",
+        interface=_renamed(kind, kind.name, f"{kind.name} with a residual connection"),
         tensors=(*kind.tensors, TensorDef(RESIDUAL, "residual", shape)),
         forward=tuple(statements),
         variants=(),

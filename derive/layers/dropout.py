@@ -8,16 +8,42 @@ shape; the statements see it as (N,).
 
 from __future__ import annotations
 
-import sympy as sp
+from typing import TYPE_CHECKING
 
-from .ir import LayerKind, Param, Statement, TensorDef, integer_symbols, size_symbols
+from .interface import KindInterface, Param, same_shape
 
-(k,) = integer_symbols("k")
-(N,) = size_symbols("N")
-p = sp.Symbol("p", nonnegative=True)
-x, y, mask = sp.IndexedBase("x"), sp.IndexedBase("y"), sp.IndexedBase("mask")
+if TYPE_CHECKING:
+    from .ir import LayerKind
 
-DROPOUT = LayerKind(
+
+def _define() -> LayerKind:
+    import sympy as sp
+
+    from .ir import LayerKind, Statement, TensorDef, integer_symbols, size_symbols
+
+    (k,) = integer_symbols("k")
+    (N,) = size_symbols("N")
+    p = sp.Symbol("p", nonnegative=True)
+    x, mask = sp.IndexedBase("x"), sp.IndexedBase("mask")
+    return LayerKind(
+        interface=DROPOUT,
+        input=(N,),
+        bind={p: ("p", None)},
+        sizes={},
+        tensors=(
+            TensorDef("x", "input", (N,)),
+            TensorDef("mask", "mask", (N,), keep=1 - p),
+            TensorDef("y", "output", (N,)),
+        ),
+        forward=(Statement("y", (k,), body=x[k] * mask[k] / (1 - p)),),
+        evaluate=(Statement("y", (k,), body=x[k]),),
+        output="y",
+        output_shape=(N,),
+        checks=(({"p": 0.25}, (5,)),),
+    )
+
+
+DROPOUT = KindInterface(
     name="dropout",
     doc="y = x mask / (1 - p) in training (mask 1 with probability 1 - p), y = x in "
     "evaluation",
@@ -31,20 +57,9 @@ DROPOUT = LayerKind(
             below=1.0,
         ),
     ),  # fmt: skip
-    input=(N,),
     rank=None,
-    bind={p: ("p", None)},
-    sizes={},
-    tensors=(
-        TensorDef("x", "input", (N,)),
-        TensorDef("mask", "mask", (N,), keep=1 - p),
-        TensorDef("y", "output", (N,)),
-    ),
-    forward=(Statement("y", (k,), body=x[k] * mask[k] / (1 - p)),),
-    evaluate=(Statement("y", (k,), body=x[k]),),
-    output="y",
-    output_shape=(N,),
+    shape=same_shape,
+    define=_define,
     shape_of="features",
     torch="torch.nn.Dropout",
-    checks=(({"p": 0.25}, (5,)),),
 )

@@ -4,25 +4,40 @@ and its backward is the same view of the adjoint."""
 
 from __future__ import annotations
 
-import sympy as sp
+from typing import TYPE_CHECKING
 
-from .ir import LayerKind, TensorDef
+from .interface import KindInterface, flat_shape
 
-#: flatten takes any per-sample shape; its output size is the product.
-N = sp.Symbol("N", integer=True, positive=True)
+if TYPE_CHECKING:
+    from .ir import LayerKind
 
-FLATTEN = LayerKind(
+
+def _define() -> LayerKind:
+    import sympy as sp
+
+    from .ir import LayerKind, TensorDef
+
+    # flatten takes any per-sample shape; its output size is the product
+    N = sp.Symbol("N", integer=True, positive=True)
+    return LayerKind(
+        interface=FLATTEN,
+        input=(),
+        bind={},
+        sizes={},
+        tensors=(TensorDef("x", "input", ()), TensorDef("y", "output", (N,))),
+        forward=(),
+        output="y",
+        output_shape=(N,),
+    )
+
+
+FLATTEN = KindInterface(
     name="flatten",
     doc="the input in C order (channel, row, column) as one feature vector",
     params=(),
-    input=(),
     rank=None,
-    bind={},
-    sizes={},
-    tensors=(TensorDef("x", "input", ()), TensorDef("y", "output", (N,))),
-    forward=(),
-    output="y",
-    output_shape=(N,),
+    shape=flat_shape,
+    define=_define,
     view=True,
     torch="torch.nn.Flatten",
 )

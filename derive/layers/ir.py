@@ -1,9 +1,10 @@
 """The layer IR: a layer kind is data.
 
-A :class:`LayerKind` names its attributes (typed :class:`Param` s with defaults
-and constraints), the symbols of its input shape, the sizes it derives from them
-(output-size formulas), its tensors with symbolic shapes, and its forward as
-index-form :class:`Statement` s::
+A :class:`LayerKind` is the SymPy side of a kind whose interface
+(:mod:`derive.layers.interface`: typed :class:`Param` s, rank, shape rule) a spec
+reads. It binds the attributes to symbols, names the symbols of its input shape,
+the sizes it derives from them (output-size formulas, from the shape rule), its
+tensors with symbolic shapes, and its forward as index-form :class:`Statement` s::
 
     target[index] = init + sum over reduce of body        (op "sum")
     target[index] = first argmax over reduce of body      (op "argmax", integer)
@@ -30,32 +31,21 @@ from typing import Any, Literal
 
 import sympy as sp
 
-ParamType = Literal["int", "size", "float", "bool"]
+from .interface import KindInterface, Param, output_size
 
-
-@dataclass(frozen=True)
-class Param:
-    """An attribute of a layer kind, as a spec gives it.
-
-    ``type``: "int"; "size" (an int, or one int per spatial axis, like torch's
-    ``kernel_size``); "float"; "bool". ``default`` None means required;
-    ``default_from`` names another attribute whose value is the default (pooling's
-    stride defaults to its kernel, as in torch). ``minimum`` bounds ints and
-    floats from below; ``below`` (floats) from above, exclusive.
-    """
-
-    name: str
-    type: ParamType
-    doc: str
-    default: Any = None
-    default_from: str | None = None
-    minimum: float | None = None
-    below: float | None = None
-
-    @property
-    def required(self) -> bool:
-        return self.default is None and self.default_from is None
-
+__all__ = [
+    "B",
+    "Claim",
+    "KindInterface",
+    "LayerKind",
+    "Param",
+    "Statement",
+    "TensorDef",
+    "integer_symbols",
+    "output_size",
+    "shape_sizes",
+    "size_symbols",
+]
 
 Role = Literal[
     "input", "residual", "param", "output", "index", "work", "stat", "state", "mask"
@@ -154,55 +144,74 @@ class Claim:
 
 @dataclass(frozen=True, eq=False)
 class LayerKind:
-    """One layer kind, written once in index form.
+    """One layer kind, written once in index form: the SymPy definition behind
+    a :class:`~derive.layers.interface.KindInterface` (its name, attributes,
+    rank, shape rule and flags, which the properties below read).
 
     ``input``: the symbols of the input's per-sample shape (``()`` of length 1
-    for a feature vector); ``rank``: how many of them are spatial (dense 0, conv2d
-    2); None accepts any shape (flatten). ``bind`` maps each attribute symbol to
-    (attribute name, axis or None). ``sizes`` are derived symbols with their
-    formulas (output sizes). ``output`` names the tensor the layer produces and
-    ``output_shape`` its per-sample shape. ``fan_in`` is the weights' fan-in for
-    initialisation; ``fan_out`` the fan-out (Glorot). ``activation``: whether
-    the layer takes an activation (dense and conv do, pooling does not).
-    ``view``: the output is the input's memory in another shape (flatten), so no
-    statement and no code. ``shape_of``: for kinds that take any input shape and
-    give it back (normalization, dropout), how the statements see it: "channels"
-    as (C, R), C the first axis and R the rest flattened (a feature vector: R =
-    1); "features" as (N,), all of it. ``evaluate``: the statements of
-    evaluation mode, when they differ from the training ``forward`` (batch norm
-    reads its running statistics, dropout is the identity); ``update``: the
-    statements that update state tensors after each training forward.
+    for a feature vector). ``bind`` maps each attribute symbol to (attribute
+    name, axis or None). ``sizes`` are derived symbols with their formulas
+    (output sizes, :func:`shape_sizes`). ``output`` names the tensor the layer
+    produces and ``output_shape`` its per-sample shape. ``fan_in`` is the
+    weights' fan-in for initialisation; ``fan_out`` the fan-out (Glorot).
+    ``evaluate``: the statements of evaluation mode, when they differ from the
+    training ``forward`` (batch norm reads its running statistics, dropout is
+    the identity); ``update``: the statements that update state tensors after
+    each training forward.
     """
 
-    name: str
-    doc: str
-    params: tuple[Param, ...]
+    interface: KindInterface
     input: tuple[sp.Symbol, ...]
-    rank: int | None
     bind: Mapping[sp.Symbol, tuple[str, int | None]]
     sizes: Mapping[sp.Symbol, sp.Expr]
     tensors: tuple[TensorDef, ...]
     forward: tuple[Statement, ...]
     output: str
     output_shape: tuple[sp.Expr, ...]
-    activation: bool = False
     fan_in: sp.Expr = sp.S.One
     fan_out: sp.Expr = sp.S.One
-    view: bool = False
-    shape_of: Literal["channels", "features"] | None = None
     evaluate: tuple[Statement, ...] | None = None
     update: tuple[Statement, ...] = ()
     #: (attribute, value, kind): the kind a layer with that attribute value is
     #: (batch norm without its affine parameters)
     variants: tuple[tuple[str, Any, LayerKind], ...] = ()
-    #: pooling: padding may be at most half the kernel (torch's rule)
-    padding_at_most_half_kernel: bool = False
-    torch: str = ""  # the torch.nn module with the same semantics, for docs and tests
     #: (attributes, input shape) pairs on which the engine checks the gather
     #: forms against the scatter rules numerically (small, with remainders)
     checks: tuple[tuple[Mapping[str, Any], tuple[int, ...]], ...] = field(default=())
     #: textbook closed forms of derived adjoints, which the engine proves
     claims: tuple[Claim, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.interface.name
+
+    @property
+    def doc(self) -> str:
+        return self.interface.doc
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return self.interface.params
+
+    @property
+    def rank(self) -> int | None:
+        return self.interface.rank
+
+    @property
+    def activation(self) -> bool:
+        return self.interface.activation
+
+    @property
+    def view(self) -> bool:
+        return self.interface.view
+
+    @property
+    def shape_of(self) -> Literal["channels", "features"] | None:
+        return self.interface.shape_of
+
+    @property
+    def torch(self) -> str:
+        return self.interface.torch
 
     def tensor(self, name: str) -> TensorDef:
         for t in self.tensors:
@@ -223,14 +232,7 @@ class LayerKind:
 
     def label(self, attrs: Mapping[str, Any]) -> str:
         """``conv2d(filters=8, kernel=3x3, ...)``: the kind with attribute values."""
-        if not self.params:
-            return self.name
-        parts = []
-        for param in self.params:
-            value = attrs[param.name]
-            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
-            parts.append(f"{param.name}={shown}")
-        return f"{self.name}({', '.join(parts)})"
+        return self.interface.label(attrs)
 
     def binding(
         self, attrs: Mapping[str, Any], input_shape: tuple[int, ...]
@@ -283,13 +285,26 @@ def size_symbols(names: str) -> tuple[sp.Symbol, ...]:
     return sp.symbols(names, integer=True, positive=True, seq=True)
 
 
-def output_size(
-    length: sp.Expr,
-    kernel: sp.Expr,
-    stride: sp.Expr,
-    padding: sp.Expr,
-    dilation: sp.Expr,
-) -> sp.Expr:
-    """torch's output length of a convolution or pooling window:
-    ``floor((L + 2p - d(k - 1) - 1) / s) + 1``."""
-    return sp.floor((length + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+def shape_sizes(
+    interface: KindInterface,
+    bind: Mapping[sp.Symbol, tuple[str, int | None]],
+    input: tuple[sp.Symbol, ...],
+    output_shape: tuple[sp.Symbol, ...],
+) -> dict[sp.Symbol, sp.Expr]:
+    """A kind's ``sizes``: each symbol of ``output_shape`` that is not an
+    attribute or input symbol, with its formula, from the interface's shape
+    rule applied to the attribute symbols (``bind``) and the input's."""
+    axes: dict[str, dict[int, sp.Symbol]] = {}
+    attrs: dict[str, Any] = {}
+    for symbol, (name, axis) in bind.items():
+        if axis is None:
+            attrs[name] = symbol
+        else:
+            axes.setdefault(name, {})[axis] = symbol
+    attrs.update((name, tuple(at[a] for a in sorted(at))) for name, at in axes.items())
+    formulas = interface.shape(attrs, input)
+    return {
+        size: sp.sympify(formula)
+        for size, formula in zip(output_shape, formulas, strict=True)
+        if size != formula
+    }
