@@ -190,26 +190,27 @@ def _definitions() -> dict[str, LayerKind]:
     return {"conv1d": conv1d, "conv2d": conv2d}
 
 
-CONV1D = KindInterface(
-    name="conv1d",
-    doc="1-D convolution (cross-correlation): "
-    "z[f, i] = b[f] + sum_{c, k} W[f, c, k] x[c, s i + d k - p]",
-    params=_params(1),
-    rank=1,
-    shape=_shape,
-    define=lambda: _definitions()["conv1d"],
-    activation=True,
-    torch="torch.nn.Conv1d",
-)
+def _interface(rank: int, doc: str) -> KindInterface:
+    name = f"conv{rank}d"
+    return KindInterface(
+        name=name,
+        doc=doc,
+        params=_params(rank),
+        rank=rank,
+        shape=_shape,
+        define=lambda: _definitions()[name],
+        activation=True,
+        torch=f"torch.nn.Conv{rank}d",
+    )
 
-CONV2D = KindInterface(
-    name="conv2d",
-    doc="2-D convolution (cross-correlation): z[f, i, j] = b[f] + "
+
+CONV1D = _interface(
+    1,
+    "1-D convolution (cross-correlation): "
+    "z[f, i] = b[f] + sum_{c, k} W[f, c, k] x[c, s i + d k - p]",
+)
+CONV2D = _interface(
+    2,
+    "2-D convolution (cross-correlation): z[f, i, j] = b[f] + "
     "sum_{c, m, n} W[f, c, m, n] x[c, s_h i + d_h m - p_h, s_w j + d_w n - p_w]",
-    params=_params(2),
-    rank=2,
-    shape=_shape,
-    define=lambda: _definitions()["conv2d"],
-    activation=True,
-    torch="torch.nn.Conv2d",
 )
