@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jinja2
-
 if TYPE_CHECKING:
+    import jinja2
+
     from .head import HeadModel
     from .lowering import CodeModel
 
@@ -29,7 +29,10 @@ def templates_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """The one Jinja environment: strict undefined, trimmed blocks, no autoescape."""
+    """The one Jinja environment: strict undefined, trimmed blocks, no autoescape
+    (Jinja is imported here: a build whose module is cached renders nothing)."""
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
