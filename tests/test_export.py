@@ -155,3 +155,31 @@ def test_exporters_and_torch_are_imported_only_when_used():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_predict_and_onnx_export_of_a_saved_model_do_not_import_sympy(tmp_path):
+    """derive predict and derive export --format onnx on a model whose module is
+    built derive nothing, so they never import SymPy (a user expression's ONNX
+    nodes would; the xor example has none)."""
+    pytest.importorskip("onnx")
+    X, y = blobs()
+    net = Network(load_spec(ROOT / "examples" / "xor.toml")).fit(X, y, epochs=2)
+    model = net.save(tmp_path / "xor.npz")  # built here: the module is cached
+    data = tmp_path / "rows.csv"
+    np.savetxt(data, X, delimiter=",", header="x0,x1", comments="")
+    code = """
+        import sys
+        from derive.cli import main
+        model, data, out = sys.argv[1:]
+        first = main(["predict", model, "--data", data, "--out", out + ".csv"])
+        second = main(["export", model, "--format", "onnx", "-o", out + ".onnx"])
+        print(first, second, "sympy" in sys.modules)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(model), str(data),
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-3:] == ["0", "0", "False"]
+    assert (tmp_path / "out.onnx").is_file() and (tmp_path / "out.csv").is_file()

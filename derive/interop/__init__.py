@@ -10,14 +10,15 @@ network with their parameters and running statistics in layer order
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
-import sympy as sp
 
+from .._lazy import sympy as sp
 from ..errors import DeriveError
 from ..spec import Layer, OpRef, resolve_activation
 
@@ -87,18 +88,23 @@ def size(shape: tuple[int, ...]) -> int:
 # ------------------------------------------------------------ expressions
 
 
+@functools.cache
+def _unary_ops() -> dict[type, str]:
+    """The SymPy functions an exporter has a unary operation for (made on first
+    use: exporting a network without user expressions never imports SymPy)."""
+    return {
+        sp.exp: "exp", sp.log: "log", sp.Abs: "abs", sp.tanh: "tanh",
+        sp.sinh: "sinh", sp.cosh: "cosh", sp.sin: "sin", sp.cos: "cos",
+        sp.atan: "atan", sp.erf: "erf",
+    }  # fmt: skip
+
+
 class ExprWalker(Generic[T]):
     """Folds a user activation's SymPy expression in ``x`` into an exporter's
     operations, node by node: subclasses give ``variable``, ``constant``,
     ``binary(op, a, b)`` (op: add, mul, div, pow, max, min) and
     ``unary(op, a)`` (op: neg, exp, log, sqrt, abs, tanh, sinh, cosh, sin, cos,
     atan, erf). Anything else is refused (``DeriveError``) naming it."""
-
-    UNARY = {
-        sp.exp: "exp", sp.log: "log", sp.Abs: "abs", sp.tanh: "tanh",
-        sp.sinh: "sinh", sp.cosh: "cosh", sp.sin: "sin", sp.cos: "cos",
-        sp.atan: "atan", sp.erf: "erf",
-    }  # fmt: skip
 
     def __init__(self, x: sp.Symbol, what: str) -> None:
         self.x = x
@@ -156,7 +162,7 @@ class ExprWalker(Generic[T]):
             return self.binary("pow", self.walk(base), self.walk(exponent))
         if isinstance(expr, sp.Max | sp.Min):
             return self._fold("max" if isinstance(expr, sp.Max) else "min", expr.args)
-        op = self.UNARY.get(type(expr))  # type: ignore[call-overload]
+        op = _unary_ops().get(type(expr))
         if op is not None and len(expr.args) == 1:
             return self.unary(op, self.walk(expr.args[0]))
         raise DeriveError(

@@ -35,17 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import sympy as sp
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
 from ..errors import DeriveError
 from ..fileio import atomic_open
-from ..ops import SELU_ALPHA, SELU_SCALE
 from ..spec import OpRef
 from . import ExprWalker, LayerInfo, network_layers, user_expression
 
 if TYPE_CHECKING:
+    import sympy as sp
+
     from ..network import Network
 
 #: The opset the exports use: 21 has every operator they need (Gelu from 20,
@@ -131,6 +131,8 @@ def _activation(graph: _Graph, ref: OpRef | None, x: str, where: str) -> str:
     if ref.name == "elu":
         return graph.node("Elu", [x], alpha=params["alpha"])
     if ref.name == "selu":
+        from ..ops import SELU_ALPHA, SELU_SCALE  # SymPy Floats, made on use
+
         return graph.node("Selu", [x], alpha=float(SELU_ALPHA), gamma=float(SELU_SCALE))
     if ref.name == "silu":
         return graph.node("Mul", [x, graph.node("Sigmoid", [x])], stem="silu")

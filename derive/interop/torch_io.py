@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sympy as sp
 import torch
 from torch import nn
 
@@ -32,6 +31,8 @@ from ..spec import OpRef, Spec, load_spec, spec_from_dict
 from . import ExprWalker, LayerInfo, network_layers, user_expression
 
 if TYPE_CHECKING:
+    import sympy as sp
+
     from ..network import Network
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
