@@ -96,13 +96,13 @@ def grid_paths(spec: Spec) -> list[str]:
     messages count layers), ``optimizer.name`` and each optimizer
     hyper-parameter, ``training.<setting>``. ``units.N`` is accepted as an
     alias of ``layers.N.units``."""
-    from .layers import LAYER_KINDS
+    from .layers import LAYER_INTERFACES
     from .optimizers import OPTIMIZERS
 
     paths = ["dtype", "loss"]
     paths += [f"loss.{key}" for key in spec.to_dict()["loss"] if key != "name"]
     for number, layer in enumerate(spec.layers, start=1):
-        kind = LAYER_KINDS[layer.kind]
+        kind = LAYER_INTERFACES[layer.kind]
         keys = [param.name for param in kind.params]
         if kind.activation:
             keys.append("activation")
