@@ -13,6 +13,7 @@ input gradient of every layer under test is part of a parameter's gradient.
 from __future__ import annotations
 
 import copy
+import pickle
 import subprocess
 import sys
 from typing import Any
@@ -617,3 +618,15 @@ def test_loading_specs_of_every_kind_does_not_import_sympy(tmp_path):
     for path, line in zip(paths, lines, strict=True):
         spec = derive.load_spec(path)
         assert line == f"{spec.hash} {spec.architecture_hash} {spec.shapes}"
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_KINDS))
+def test_kinds_and_interfaces_pickle(name):
+    """Interfaces hold functions, not lambdas, so a kind (and a derivation that
+    holds one) can go to another process."""
+    kind = LAYER_KINDS[name]
+    again = pickle.loads(pickle.dumps(kind))
+    assert again.name == name and again.forward == kind.forward
+    assert again.sizes == kind.sizes and again.tensors == kind.tensors
+    interface = pickle.loads(pickle.dumps(kind.interface))
+    assert interface.name == name and interface.definition.forward == kind.forward

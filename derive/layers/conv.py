@@ -190,6 +190,12 @@ def _definitions() -> dict[str, LayerKind]:
     return {"conv1d": conv1d, "conv2d": conv2d}
 
 
+def _definition(name: str) -> LayerKind:
+    """The kind ``name`` of this module (a function, not a lambda, so that an
+    interface pickles)."""
+    return _definitions()[name]
+
+
 def _interface(rank: int, doc: str) -> KindInterface:
     name = f"conv{rank}d"
     return KindInterface(
@@ -198,7 +204,7 @@ def _interface(rank: int, doc: str) -> KindInterface:
         params=_params(rank),
         rank=rank,
         shape=_shape,
-        define=lambda: _definitions()[name],
+        define=functools.partial(_definition, name),
         activation=True,
         torch=f"torch.nn.Conv{rank}d",
     )

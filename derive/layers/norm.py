@@ -231,6 +231,12 @@ def _definitions() -> dict[str, LayerKind]:
     }
 
 
+def _definition(name: str) -> LayerKind:
+    """The kind ``name`` of this module (a function, not a lambda, so that an
+    interface pickles)."""
+    return _definitions()[name]
+
+
 BATCH_NORM = KindInterface(
     name="batch_norm",
     doc="y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over the batch "
@@ -238,7 +244,7 @@ BATCH_NORM = KindInterface(
     params=_BN_PARAMS,
     rank=None,
     shape=same_shape,
-    define=lambda: _definitions()["batch_norm"],
+    define=functools.partial(_definition, "batch_norm"),
     shape_of="channels",
     torch="torch.nn.BatchNorm1d / BatchNorm2d",
 )
@@ -258,7 +264,7 @@ LAYER_NORM = KindInterface(
     ),  # fmt: skip
     rank=None,
     shape=same_shape,
-    define=lambda: _definitions()["layer_norm"],
+    define=functools.partial(_definition, "layer_norm"),
     shape_of="features",
     torch="torch.nn.LayerNorm(normalized_shape = the sample's shape)",
 )

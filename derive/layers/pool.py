@@ -198,6 +198,12 @@ def _avg_pool(interface: KindInterface, w: _Window) -> LayerKind:
     )
 
 
+def _definition(name: str) -> LayerKind:
+    """The kind ``name`` of this module (a function, not a lambda, so that an
+    interface pickles)."""
+    return _definitions()[name]
+
+
 def _interface(kind: str, rank: int, doc: str, torch: str) -> KindInterface:
     name = f"{kind}{rank}d"
     return KindInterface(
@@ -206,7 +212,7 @@ def _interface(kind: str, rank: int, doc: str, torch: str) -> KindInterface:
         params=_params(rank),
         rank=rank,
         shape=_shape,
-        define=lambda: _definitions()[name],
+        define=functools.partial(_definition, name),
         padding_at_most_half_kernel=True,
         torch=torch,
     )
