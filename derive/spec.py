@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import ExpressionError, SpecError, SpecWarning
 from .layers import DEFAULT_KIND, LAYER_INTERFACES
-from .layers.interface import KindInterface
+from .layers.interface import KindInterface, output_size
 from .layers.interface import Param as LayerParam
 from .ops import ACTIVATIONS, LOSSES, RESERVED, Activation, Loss, UserExpr
 from .ops import user_activation as _user_activation
@@ -860,7 +860,7 @@ def _check_shape(
                 )
                 ok = False
                 continue
-            out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+            out = output_size(size, k, s, p, d)
             if out < 1:
                 spans = f" (dilated by {d}, it spans {span})" if d > 1 else ""
                 problems.add(

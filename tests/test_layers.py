@@ -13,6 +13,7 @@ input gradient of every layer under test is part of a parameter's gradient.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import subprocess
 import sys
@@ -574,9 +575,49 @@ def test_interface_shape_rule_is_the_definitions_shape(kind, attrs, shape):
     assert kind.interface.output_shape(attrs, shape) == kind.bound_output_shape(
         binding, shape
     )
-    # and the formulas are SymPy's own floor division of the rule, not numbers
-    for formula in kind.sizes.values():
-        assert formula.has(sp.floor) and formula.free_symbols
+
+
+def _torch_size(length, kernel, stride, padding, dilation=1):
+    """torch's documented output length, written here with sympy.floor."""
+    return sp.floor((length + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+
+
+def test_window_size_formulas_are_torchs():
+    """The windowed kinds' size formulas, which come from the interfaces' shape
+    rule applied to symbols, are torch's formula term for term (the formula
+    the definitions wrote out before the rule existed; the goldens print it)."""
+
+    def symbols(kind, names):
+        own = {s.name: s for s in (*kind.bind, *kind.input, *kind.sizes)}
+        return [own[n] for n in names.split()]
+
+    conv1d = LAYER_KINDS["conv1d"]
+    L, K, s_, p, d, L_out = symbols(conv1d, "L_in K s p d L_out")
+    assert conv1d.sizes == {L_out: _torch_size(L, K, s_, p, d)}
+    for name in ("max_pool1d", "avg_pool1d"):
+        pool = LAYER_KINDS[name]
+        L, K, s_, p, L_out = symbols(pool, "L_in K s p L_out")
+        assert pool.sizes == {L_out: _torch_size(L, K, s_, p)}
+    conv2d = LAYER_KINDS["conv2d"]
+    H, W, kh, kw, sh, sw, ph, pw, dh, dw, H_out, W_out = symbols(
+        conv2d, "H_in W_in k_h k_w s_h s_w p_h p_w d_h d_w H_out W_out"
+    )
+    assert conv2d.sizes == {
+        H_out: _torch_size(H, kh, sh, ph, dh),
+        W_out: _torch_size(W, kw, sw, pw, dw),
+    }
+    for name in ("max_pool2d", "avg_pool2d"):
+        pool = LAYER_KINDS[name]
+        H, W, kh, kw, sh, sw, ph, pw, H_out, W_out = symbols(
+            pool, "H_in W_in k_h k_w s_h s_w p_h p_w H_out W_out"
+        )
+        assert pool.sizes == {
+            H_out: _torch_size(H, kh, sh, ph),
+            W_out: _torch_size(W, kw, sw, pw),
+        }
+    # the kinds that keep their shape derive no size
+    for name in ("dense", "flatten", "dropout", "batch_norm", "layer_norm"):
+        assert LAYER_KINDS[name].sizes == {}
 
 
 def test_loading_specs_of_every_kind_does_not_import_sympy(tmp_path):
@@ -628,5 +669,8 @@ def test_kinds_and_interfaces_pickle(name):
     again = pickle.loads(pickle.dumps(kind))
     assert again.name == name and again.forward == kind.forward
     assert again.sizes == kind.sizes and again.tensors == kind.tensors
-    interface = pickle.loads(pickle.dumps(kind.interface))
-    assert interface.name == name and interface.definition.forward == kind.forward
+    # an interface whose definition was never built: unpickled, it builds it
+    fresh = dataclasses.replace(kind.interface)
+    interface = pickle.loads(pickle.dumps(fresh))
+    assert "definition" not in vars(interface)
+    assert interface.name == name and interface.definition is kind

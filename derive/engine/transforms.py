@@ -83,8 +83,21 @@ def im2col(kind: LayerKind) -> LayerKind | None:
 
 def _renamed(kind: LayerKind, name: str, doc: str) -> KindInterface:
     """The kind's interface under another name and doc, for a rewritten form of
-    it (its ``definition`` stays the kind's own: a rewrite is not registered)."""
-    return replace(kind.interface, name=name, doc=doc)
+    it. A rewrite is not registered: its interface has no definition to build
+    (the rewritten kind is the value the rewrite returns)."""
+    return replace(
+        kind.interface,
+        name=name,
+        doc=doc,
+        define=functools.partial(_unregistered, name),
+    )
+
+
+def _unregistered(name: str) -> LayerKind:
+    raise LookupError(
+        f"{name} is a rewritten form of a layer kind, made by derive.engine."
+        "transforms; it has no registered definition"
+    )
 
 
 #: The name of the tensor a residual connection adds.

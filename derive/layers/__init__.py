@@ -49,6 +49,9 @@ class _Definitions(Mapping[str, "LayerKind"]):
     def __getitem__(self, name: str) -> LayerKind:
         return LAYER_INTERFACES[name].definition
 
+    def __contains__(self, name: object) -> bool:
+        return name in LAYER_INTERFACES  # without building the definition
+
     def __iter__(self) -> Iterator[str]:
         return iter(LAYER_INTERFACES)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from .interface import KindInterface, Param
@@ -16,6 +17,7 @@ def _shape(attrs: Mapping[str, Any], shape: tuple[Any, ...]) -> tuple[Any, ...]:
     return (attrs["units"],)
 
 
+@functools.cache
 def _define() -> LayerKind:
     import sympy as sp
 

@@ -8,6 +8,7 @@ shape; the statements see it as (N,).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from .interface import KindInterface, Param, same_shape
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from .ir import LayerKind
 
 
+@functools.cache
 def _define() -> LayerKind:
     import sympy as sp
 

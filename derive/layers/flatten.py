@@ -4,6 +4,7 @@ and its backward is the same view of the adjoint."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from .interface import KindInterface, flat_shape
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from .ir import LayerKind
 
 
+@functools.cache
 def _define() -> LayerKind:
     import sympy as sp
 

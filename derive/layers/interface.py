@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from .ir import LayerKind
 
 ParamType = Literal["int", "size", "float", "bool"]
+
+#: held while a definition is built (definitions are built once per process)
+_DEFINING = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,12 @@ class KindInterface:
 
     @functools.cached_property
     def definition(self) -> LayerKind:
-        """The kind's SymPy definition (imports SymPy on first use)."""
-        return self.define()
+        """The kind's SymPy definition (imports SymPy on first use). One per
+        process: the kind modules cache their definitions, and the lock keeps
+        two threads from building one twice (cached_property takes none from
+        Python 3.12)."""
+        with _DEFINING:
+            return self.define()
 
     def label(self, attrs: Mapping[str, Any]) -> str:
         """``conv2d(filters=8, kernel=3x3, ...)``: the kind with attribute values."""

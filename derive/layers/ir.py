@@ -213,6 +213,10 @@ class LayerKind:
     def torch(self) -> str:
         return self.interface.torch
 
+    @property
+    def padding_at_most_half_kernel(self) -> bool:
+        return self.interface.padding_at_most_half_kernel
+
     def tensor(self, name: str) -> TensorDef:
         for t in self.tensors:
             if t.name == name:
