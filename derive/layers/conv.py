@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .interface import KindInterface, Param, output_size
+from .interface import KindInterface, Param, definition_in, output_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -190,12 +190,6 @@ def _definitions() -> dict[str, LayerKind]:
     return {"conv1d": conv1d, "conv2d": conv2d}
 
 
-def _definition(name: str) -> LayerKind:
-    """The kind ``name`` of this module (a function, not a lambda, so that an
-    interface pickles)."""
-    return _definitions()[name]
-
-
 def _interface(rank: int, doc: str) -> KindInterface:
     name = f"conv{rank}d"
     return KindInterface(
@@ -204,7 +198,7 @@ def _interface(rank: int, doc: str) -> KindInterface:
         params=_params(rank),
         rank=rank,
         shape=_shape,
-        define=functools.partial(_definition, name),
+        define=functools.partial(definition_in, _definitions, name),
         activation=True,
         torch=f"torch.nn.Conv{rank}d",
     )

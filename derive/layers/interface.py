@@ -78,6 +78,15 @@ def flat_shape(attrs: Mapping[str, Any], shape: tuple[Any, ...]) -> tuple[Any, .
     return (math.prod(shape),)
 
 
+def definition_in(
+    definitions: Callable[[], Mapping[str, LayerKind]], name: str
+) -> LayerKind:
+    """``definitions()[name]``: one kind of a module that defines several, as
+    an interface's ``define`` (``functools.partial(definition_in, definitions,
+    name)``: a partial of module functions pickles, a lambda does not)."""
+    return definitions()[name]
+
+
 @dataclass(frozen=True, eq=False)
 class KindInterface:
     """One layer kind as a spec sees it; ``definition`` is its SymPy form.

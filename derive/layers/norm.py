@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from .interface import KindInterface, Param, same_shape
+from .interface import KindInterface, Param, definition_in, same_shape
 
 if TYPE_CHECKING:
     from .ir import LayerKind
@@ -231,12 +231,6 @@ def _definitions() -> dict[str, LayerKind]:
     }
 
 
-def _definition(name: str) -> LayerKind:
-    """The kind ``name`` of this module (a function, not a lambda, so that an
-    interface pickles)."""
-    return _definitions()[name]
-
-
 BATCH_NORM = KindInterface(
     name="batch_norm",
     doc="y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over the batch "
@@ -244,7 +238,7 @@ BATCH_NORM = KindInterface(
     params=_BN_PARAMS,
     rank=None,
     shape=same_shape,
-    define=functools.partial(_definition, "batch_norm"),
+    define=functools.partial(definition_in, _definitions, "batch_norm"),
     shape_of="channels",
     torch="torch.nn.BatchNorm1d / BatchNorm2d",
 )
@@ -264,7 +258,7 @@ LAYER_NORM = KindInterface(
     ),  # fmt: skip
     rank=None,
     shape=same_shape,
-    define=functools.partial(_definition, "layer_norm"),
+    define=functools.partial(definition_in, _definitions, "layer_norm"),
     shape_of="features",
     torch="torch.nn.LayerNorm(normalized_shape = the sample's shape)",
 )

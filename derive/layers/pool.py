@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .interface import KindInterface, Param, output_size
+from .interface import KindInterface, Param, definition_in, output_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -198,12 +198,6 @@ def _avg_pool(interface: KindInterface, w: _Window) -> LayerKind:
     )
 
 
-def _definition(name: str) -> LayerKind:
-    """The kind ``name`` of this module (a function, not a lambda, so that an
-    interface pickles)."""
-    return _definitions()[name]
-
-
 def _interface(kind: str, rank: int, doc: str, torch: str) -> KindInterface:
     name = f"{kind}{rank}d"
     return KindInterface(
@@ -212,7 +206,7 @@ def _interface(kind: str, rank: int, doc: str, torch: str) -> KindInterface:
         params=_params(rank),
         rank=rank,
         shape=_shape,
-        define=functools.partial(_definition, name),
+        define=functools.partial(definition_in, _definitions, name),
         padding_at_most_half_kernel=True,
         torch=torch,
     )
