@@ -110,14 +110,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _selu_constants() -> tuple[sympy.Float, sympy.Float]:
-    return sp.Float(_SELU_DIGITS["SELU_ALPHA"], 30), sp.Float(
-        _SELU_DIGITS["SELU_SCALE"], 30
-    )
-
-
 def _selu(z: sympy.Expr) -> sympy.Expr:
-    alpha, scale = _selu_constants()
+    alpha, scale = __getattr__("SELU_ALPHA"), __getattr__("SELU_SCALE")
     return scale * sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True))
 
 

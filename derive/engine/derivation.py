@@ -556,7 +556,7 @@ def derive_kind(kind: LayerKind) -> KindDerivation:
 def derive(spec: Spec) -> Derivation:
     """Derive every expression the spec's network needs (see module docstring)."""
     layers = []
-    shape = spec.input_shape
+    shapes = spec.shapes  # per sample: the input's, then each layer's output
     kinds: dict[int, KindDerivation] = {}
     n_layers = len(spec.layers)
     for idx, layer in enumerate(spec.layers):
@@ -565,8 +565,7 @@ def derive(spec: Spec) -> Derivation:
             kind = with_residual(kind)
         if id(kind) not in kinds:
             kinds[id(kind)] = derive_kind(kind)
-        binding = kind.binding(dict(layer.attrs), shape)
-        out_shape = kind.bound_output_shape(binding, shape)
+        binding = kind.binding(dict(layer.attrs), shapes[idx])
         act = None
         if layer.activation is not None:
             op = spec.activation_def(idx)
@@ -582,15 +581,14 @@ def derive(spec: Spec) -> Derivation:
                 kind=kinds[id(kind)],
                 attrs=layer.attrs,
                 binding=tuple(sorted(binding.items(), key=lambda kv: str(kv[0]))),
-                input_shape=shape,
-                output_shape=out_shape,
+                input_shape=shapes[idx],
+                output_shape=shapes[idx + 1],
                 activation=act,
                 is_output=idx == n_layers - 1,
                 im2col=derive_kind(windows) if windows is not None else None,
                 residual=layer.residual,
             )
         )
-        shape = out_shape
     out_layer = spec.layers[-1]
     assert out_layer.activation is not None and layers[-1].activation is not None
     loss = derive_loss(

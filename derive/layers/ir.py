@@ -264,15 +264,6 @@ class LayerKind:
             values[symbol] = int(formula.xreplace(values))
         return values
 
-    def bound_output_shape(
-        self, binding: Mapping[sp.Symbol, int], input_shape: tuple[int, ...] = ()
-    ) -> tuple[int, ...]:
-        """The per-sample output shape under ``binding`` (a kind with
-        ``shape_of`` gives back its input's shape)."""
-        if self.shape_of is not None:
-            return tuple(input_shape)
-        return tuple(int(sp.sympify(e).xreplace(binding)) for e in self.output_shape)
-
     @property
     def training_only(self) -> bool:
         """Whether training and evaluation run different statements."""
